@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# A real local Kubernetes control plane for tests and demos: etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler built from Go modules, and kwok simulating GPU and CPU nodes.
+# Usage: cluster.sh up|down|env|status
+# Everything listens on 127.0.0.1; certificates and the kubeconfig are generated per cluster.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=tests/cluster/versions.env
+source "$here/versions.env"
+bin="$(cluster_bin_dir)"
+state="${LLMOPS_VLLM_CLUSTER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/llmops-vllm/cluster}"
+kubeconfig="$state/kubeconfig"
+api_port="${LLMOPS_VLLM_API_PORT:-16443}"
+etcd_port="${LLMOPS_VLLM_ETCD_PORT:-16379}"
+# Ports of the components nobody connects to; an offset lets a second cluster run beside the first.
+offset="${LLMOPS_VLLM_PORT_OFFSET:-0}"
+kcm_port=$((16257 + offset)) scheduler_port=$((16259 + offset)) kwok_port=$((16250 + offset))
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+log() { echo "cluster: $*" >&2; }
+die() { echo "cluster: error: $*" >&2; exit 1; }
+kctl() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
+
+running() { # component -> 0 when its recorded PID is alive and is that component
+  local pidf="$state/$1.pid"
+  [[ -f "$pidf" ]] || return 1
+  local pid; pid=$(cat "$pidf")
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && grep -q -- "$1" "/proc/$pid/cmdline" 2>/dev/null
+}
+
+external_cluster() { # a KUBECONFIG that is not ours and reaches a cluster
+  [[ -n "${KUBECONFIG:-}" && "${KUBECONFIG}" != "$kubeconfig" && -f "${KUBECONFIG%%:*}" ]] || return 1
+  local k=kubectl; command -v kubectl >/dev/null || k="$bin/kubectl"
+  [[ -x "$(command -v "$k" || true)" ]] || return 1
+  timeout 10 "$k" version --request-timeout=5s >/dev/null 2>&1
+}
+
+gen_certs() {
+  local d="$state/pki"
+  [[ -f "$d/admin.crt" ]] && return 0
+  mkdir -p "$d"; chmod 700 "$d"
+  log "generating certificates in $d"
+  (
+    cd "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj "/CN=llmops-vllm-local-ca" 2>/dev/null
+    cat > apiserver.ext <<EXT
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+extendedKeyUsage=serverAuth
+EXT
+    openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
+    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt -days 3650 -extfile apiserver.ext 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' > client.ext
+    openssl req -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr -subj "/O=system:masters/CN=llmops-admin" 2>/dev/null
+    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out admin.crt -days 3650 -extfile client.ext 2>/dev/null
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+    rm -f ./*.csr ./*.ext
+  )
+  "$bin/kubectl" config --kubeconfig "$kubeconfig" set-cluster llmops-local --server "https://127.0.0.1:$api_port" \
+      --certificate-authority "$d/ca.crt" --embed-certs >/dev/null
+  "$bin/kubectl" config --kubeconfig "$kubeconfig" set-credentials llmops-admin \
+      --client-certificate "$d/admin.crt" --client-key "$d/admin.key" --embed-certs >/dev/null
+  "$bin/kubectl" config --kubeconfig "$kubeconfig" set-context llmops-local --cluster llmops-local --user llmops-admin >/dev/null
+  "$bin/kubectl" config --kubeconfig "$kubeconfig" use-context llmops-local >/dev/null
+  chmod 600 "$kubeconfig"
+}
+
+start() { # name, args...
+  local name="$1"; shift
+  running "$name" && return 0
+  # setsid: the component outlives the shell that started it and never holds its terminal.
+  setsid "$bin/$name" "$@" >"$state/$name.log" 2>&1 < /dev/null &
+  echo $! > "$state/$name.pid"
+}
+
+wait_for() { # description, seconds, command...
+  local what="$1" secs="$2"; shift 2
+  local end=$(( $(date +%s) + secs ))
+  until "$@" >/dev/null 2>&1; do
+    (( $(date +%s) < end )) || die "$what did not come up in ${secs}s; see $state/*.log"
+    sleep 0.3
+  done
+}
+
+up() {
+  if external_cluster; then
+    log "KUBECONFIG=$KUBECONFIG already reaches a cluster; not starting a local one"
+    return 0
+  fi
+  "$here/build.sh"
+  mkdir -p "$state"
+  if running kube-apiserver && kctl get --raw /readyz >/dev/null 2>&1; then
+    log "already running (kubeconfig $kubeconfig)"
+    return 0
+  fi
+  gen_certs
+  local pki="$state/pki" t0; t0=$(date +%s)
+  start etcd --name llmops --data-dir "$state/etcd" \
+      --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+      --listen-peer-urls "http://127.0.0.1:$((etcd_port + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((etcd_port + 1))" \
+      --initial-cluster "llmops=http://127.0.0.1:$((etcd_port + 1))" \
+      --quota-backend-bytes 2147483648 --unsafe-no-fsync --log-level warn
+  wait_for etcd 30 curl -fsS "http://127.0.0.1:$etcd_port/health"
+  start kube-apiserver --etcd-servers "http://127.0.0.1:$etcd_port" \
+      --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+      --endpoint-reconciler-type none \
+      --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+      --client-ca-file "$pki/ca.crt" \
+      --service-account-issuer https://kubernetes.default.svc.cluster.local \
+      --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+      --service-cluster-ip-range 10.96.0.0/16 --authorization-mode Node,RBAC --allow-privileged=true \
+      --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key" \
+      --profiling=false
+  wait_for kube-apiserver 60 kctl get --raw /readyz
+  start kube-controller-manager --kubeconfig "$kubeconfig" --bind-address 127.0.0.1 --secure-port "$kcm_port" \
+      --leader-elect=false --use-service-account-credentials=false \
+      --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
+      --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
+      --controllers '*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route' \
+      --node-monitor-grace-period 60s --profiling=false
+  start kube-scheduler --kubeconfig "$kubeconfig" --bind-address 127.0.0.1 --secure-port "$scheduler_port" \
+      --leader-elect=false --profiling=false
+  start kwok --kubeconfig "$kubeconfig" --config "$here/kwok.yaml" \
+      --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
+      --server-address "127.0.0.1:$kwok_port" --node-ip 127.0.0.1 --cidr 10.244.0.0/16
+  kctl apply --server-side --field-manager llmops-cluster -f "$here/nodes.yaml" >/dev/null
+  wait_for "simulated nodes" 60 kctl wait --for=condition=Ready node --all --timeout=2s
+  wait_for "default service account" 60 kctl -n default get serviceaccount default
+  log "up in $(( $(date +%s) - t0 ))s; $(kctl get nodes --no-headers | wc -l) nodes; export KUBECONFIG=$kubeconfig"
+}
+
+down() {
+  local name pid
+  for (( i=${#components[@]}-1; i>=0; i-- )); do
+    name="${components[$i]}"
+    if running "$name"; then
+      pid=$(cat "$state/$name.pid")
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+      log "stopped $name ($pid)"
+    fi
+    rm -f "$state/$name.pid"
+  done
+  # Data and certificates go with the cluster: the next `up` starts empty.
+  [[ "${LLMOPS_VLLM_KEEP_STATE:-0}" == 1 ]] || rm -rf "$state"
+}
+
+status() {
+  local rc=0
+  for name in "${components[@]}"; do
+    if running "$name"; then echo "$name: running ($(cat "$state/$name.pid"))"; else echo "$name: stopped"; rc=1; fi
+  done
+  return $rc
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  env) echo "export KUBECONFIG=$kubeconfig" ;;
+  status) status ;;
+  *) die "usage: $0 up|down|env|status" ;;
+esac
