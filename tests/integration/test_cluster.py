@@ -12,15 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
-
-from .conftest import CLUSTER_SH, Kubectl
+from cluster_helpers import CLUSTER_SH, Kubectl
 
 GPU_TOLERATION = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
 def apply(kubectl: Kubectl, obj: dict) -> subprocess.CompletedProcess:
-    return kubectl.run("apply", "--server-side", "--field-manager", "llmops-test", "-f", "-",
-                       input=json.dumps(obj), check=False)
+    return kubectl.run(
+        "apply", "--server-side", "--field-manager", "llmops-test", "-f", "-", input=json.dumps(obj), check=False
+    )
 
 
 def wait_until(predicate, timeout: float = 60, interval: float = 0.5):
@@ -36,15 +36,26 @@ def wait_until(predicate, timeout: float = 60, interval: float = 0.5):
 def gpu_deployment(name: str, ns: str, gpus: int) -> dict:
     labels = {"app": name}
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
         "spec": {
-            "replicas": 1, "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {
-                "tolerations": GPU_TOLERATION,
-                "nodeSelector": {"nvidia.com/gpu.present": "true"},
-                "containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.9.0",
-                                "resources": {"limits": {"nvidia.com/gpu": str(gpus), "cpu": "1", "memory": "1Gi"}}}],
-            }},
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "tolerations": GPU_TOLERATION,
+                    "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                    "containers": [
+                        {
+                            "name": "vllm",
+                            "image": "vllm/vllm-openai:v0.9.0",
+                            "resources": {"limits": {"nvidia.com/gpu": str(gpus), "cpu": "1", "memory": "1Gi"}},
+                        }
+                    ],
+                },
+            },
         },
     }
 
@@ -59,17 +70,29 @@ def test_gpu_deployment_lands_on_gpu_node_and_becomes_available(kubectl, namespa
 
 
 def test_pod_without_gpu_toleration_never_lands_on_gpu_node(kubectl, namespace):
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "cpu-only", "namespace": namespace},
-           "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "cpu-only", "namespace": namespace},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
     assert apply(kubectl, pod).returncode == 0
     kubectl.run("-n", namespace, "wait", "pod/cpu-only", "--for=condition=Ready", "--timeout=60s")
     assert kubectl.json("-n", namespace, "get", "pod", "cpu-only")["spec"]["nodeName"] == "cpu-node-0"
 
 
 def test_job_completes(kubectl, namespace):
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "download", "namespace": namespace},
-           "spec": {"backoffLimit": 0, "template": {"spec": {
-               "restartPolicy": "Never", "containers": [{"name": "dl", "image": "python:3.11-slim"}]}}}}
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "download", "namespace": namespace},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "dl", "image": "python:3.11-slim"}]}
+            },
+        },
+    }
     assert apply(kubectl, job).returncode == 0
     kubectl.run("-n", namespace, "wait", "job/download", "--for=condition=Complete", "--timeout=90s")
     assert kubectl.json("-n", namespace, "get", "job", "download")["status"]["succeeded"] == 1
@@ -77,20 +100,44 @@ def test_job_completes(kubectl, namespace):
 
 def test_static_pv_binds_to_its_claim(kubectl, namespace):
     pv_name = f"fsx-{namespace}"
-    pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv_name},
-          "spec": {"capacity": {"storage": "1200Gi"}, "accessModes": ["ReadWriteMany"],
-                   "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "", "mountOptions": ["flock"],
-                   "csi": {"driver": "fsx.csi.aws.com", "volumeHandle": "fs-0123456789abcdef0",
-                           "volumeAttributes": {"dnsname": "fs-0123456789abcdef0.fsx.us-west-2.amazonaws.com",
-                                                "mountname": "abcdefgh"}}}}
-    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "fsx-models", "namespace": namespace},
-           "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv_name,
-                    "resources": {"requests": {"storage": "1200Gi"}}}}
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv_name},
+        "spec": {
+            "capacity": {"storage": "1200Gi"},
+            "accessModes": ["ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "mountOptions": ["flock"],
+            "csi": {
+                "driver": "fsx.csi.aws.com",
+                "volumeHandle": "fs-0123456789abcdef0",
+                "volumeAttributes": {
+                    "dnsname": "fs-0123456789abcdef0.fsx.us-west-2.amazonaws.com",
+                    "mountname": "abcdefgh",
+                },
+            },
+        },
+    }
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "fsx-models", "namespace": namespace},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "volumeName": pv_name,
+            "resources": {"requests": {"storage": "1200Gi"}},
+        },
+    }
     try:
         assert apply(kubectl, pv).returncode == 0
         assert apply(kubectl, pvc).returncode == 0
-        phase = wait_until(lambda: kubectl.json("-n", namespace, "get", "pvc", "fsx-models")["status"].get("phase")
-                           == "Bound", timeout=60)
+        phase = wait_until(
+            lambda: kubectl.json("-n", namespace, "get", "pvc", "fsx-models")["status"].get("phase") == "Bound",
+            timeout=60,
+        )
         assert phase, kubectl.json("-n", namespace, "get", "pvc", "fsx-models")["status"]
         assert kubectl.json("get", "pv", pv_name)["status"]["phase"] == "Bound"
     finally:
@@ -135,14 +182,25 @@ def test_harness_up_is_idempotent_and_down_leaves_no_process(tmp_path: Path, kub
     """A second, throw-away cluster on other ports: `up` twice keeps one set of processes, `down` kills all."""
     if "llmops-vllm/cluster" not in kubeconfig:
         pytest.skip("tests run against an external cluster; the local harness is not in use")
-    env = {**os.environ, "KUBECONFIG": "", "LLMOPS_VLLM_CLUSTER_DIR": str(tmp_path / "c2"),
-           "LLMOPS_VLLM_API_PORT": "26443", "LLMOPS_VLLM_ETCD_PORT": "26379", "LLMOPS_VLLM_PORT_OFFSET": "10000"}
+    env = {
+        **os.environ,
+        "KUBECONFIG": "",
+        "LLMOPS_VLLM_CLUSTER_DIR": str(tmp_path / "c2"),
+        "LLMOPS_VLLM_API_PORT": "26443",
+        "LLMOPS_VLLM_ETCD_PORT": "26379",
+        "LLMOPS_VLLM_PORT_OFFSET": "10000",
+    }
     sh = ["bash", str(CLUSTER_SH)]
     try:
         subprocess.run([*sh, "up"], env=env, check=True, capture_output=True, timeout=180)
         pids = {p.name: p.read_text().strip() for p in (tmp_path / "c2").glob("*.pid")}
-        assert set(pids) == {"etcd.pid", "kube-apiserver.pid", "kube-controller-manager.pid", "kube-scheduler.pid",
-                             "kwok.pid"}
+        assert set(pids) == {
+            "etcd.pid",
+            "kube-apiserver.pid",
+            "kube-controller-manager.pid",
+            "kube-scheduler.pid",
+            "kwok.pid",
+        }
         second = subprocess.run([*sh, "up"], env=env, check=True, capture_output=True, text=True, timeout=60)
         assert "already running" in second.stderr
         assert {p.name: p.read_text().strip() for p in (tmp_path / "c2").glob("*.pid")} == pids

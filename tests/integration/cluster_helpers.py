@@ -1,0 +1,74 @@
+"""Helpers for tests against a real Kubernetes API server: kubectl bound to the test cluster, playbook runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER_SH = ROOT / "tests" / "cluster" / "cluster.sh"
+BIN = Path(sys.executable).parent
+
+
+def reachable(kubeconfig: str) -> bool:
+    try:
+        return (
+            subprocess.run(
+                [kubectl_binary(), "--kubeconfig", kubeconfig, "version", "--request-timeout=5s"],
+                capture_output=True,
+                timeout=15,
+            ).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def kubectl_binary() -> str:
+    env = subprocess.run(
+        ["bash", "-c", f"source {ROOT}/tests/cluster/versions.env && cluster_bin_dir"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    local = Path(env) / "kubectl"
+    return str(local) if local.exists() else "kubectl"
+
+
+class Kubectl:
+    """kubectl bound to the test cluster; returns parsed JSON where asked."""
+
+    def __init__(self, kubeconfig: str):
+        self.kubeconfig = kubeconfig
+        self.binary = kubectl_binary()
+
+    def run(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [self.binary, "--kubeconfig", self.kubeconfig, *args],
+            capture_output=True,
+            text=True,
+            check=check,
+            input=input,
+            timeout=120,
+        )
+
+    def json(self, *args: str) -> dict:
+        return json.loads(self.run(*args, "-o", "json").stdout)
+
+    def exists(self, *args: str) -> bool:
+        return self.run("get", *args, check=False).returncode == 0
+
+
+def run_playbook(
+    playbook: str, kubeconfig: str, extra_vars: dict | None = None, *args: str, check: bool = False, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """Run one of the collection's playbooks against the test cluster; returns the completed process."""
+    cmd = [str(BIN / "ansible-playbook"), str(ROOT / "playbooks" / playbook), "-e", json.dumps(extra_vars or {}), *args]
+    env = {**os.environ, "K8S_AUTH_KUBECONFIG": kubeconfig, "KUBECONFIG": kubeconfig}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{playbook} failed rc={proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
+    return proc
