@@ -73,3 +73,31 @@ build: venv ## build the collection tarball
 
 clean: ## remove build output (not the cached control plane binaries)
 	rm -rf .build .pytest_cache
+
+# --- Collection quality: ansible-test, ansible-lint, molecule, Galaxy, execution environment, docs ---------
+.PHONY: sanity units ansible-lint molecule galaxy-check ee-create docs
+ANSIBLE_TEST_ARGS ?=
+
+sanity: venv ## ansible-test sanity (validate-modules, pep8, pylint, import, yamllint, ...) from an ansible_collections/ copy
+	bash tests/ansible_test.sh sanity $(ANSIBLE_TEST_ARGS)
+
+units: venv ## ansible-test units over tests/unit, from the same kind of copy
+	bash tests/ansible_test.sh units $(ANSIBLE_TEST_ARGS)
+
+ansible-lint: venv collection ## ansible-lint, production profile (.ansible-lint), over roles, playbooks, molecule, meta
+	$(BIN)/ansible-lint
+
+molecule: venv collection ## molecule scenarios default and multi_model (local control plane; kind where Docker answers)
+	CLUSTER_KIND=$(CLUSTER_KIND) $(BIN)/molecule test --all
+
+galaxy-check: venv collection ## build the tarball, install it into a fresh path, ansible-doc every module, run from it
+	$(BIN)/pytest tests/integration/test_collection.py $(PYTEST_ARGS)
+
+ee-create: venv ## ansible-builder create: the execution environment's build context in .build/ee/context
+	rm -rf .build/ee && mkdir -p .build/ee
+	$(BIN)/ansible-galaxy collection build --output-path .build/ee >/dev/null
+	mv .build/ee/llmops-vllm-*.tar.gz .build/ee/llmops-vllm.tar.gz
+	$(BIN)/ansible-builder create -f execution-environment.yml -c .build/ee/context --output-filename Containerfile
+
+docs: venv ## regenerate docs/roles.md from every role's meta/argument_specs.yml
+	$(BIN)/python docs/gen_role_docs.py

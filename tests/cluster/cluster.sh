@@ -120,9 +120,12 @@ up() {
       --node-monitor-grace-period 60s --profiling=false
   start kube-scheduler --kubeconfig "$kubeconfig" --bind-address 127.0.0.1 --secure-port "$scheduler_port" \
       --leader-elect=false --profiling=false
-  start kwok --kubeconfig "$kubeconfig" --config "$here/kwok.yaml" \
+  # kwok also serves the kubelet API (container logs) on the port the nodes advertise, with the API server's
+  # certificate (valid for 127.0.0.1); it runs in tests/cluster because kwok.yaml names log files relative to it.
+  (cd "$here" && start kwok --kubeconfig "$kubeconfig" --config "$here/kwok.yaml" \
       --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-      --server-address "127.0.0.1:$kwok_port" --node-ip 127.0.0.1 --cidr 10.244.0.0/16
+      --server-address "127.0.0.1:$kwok_port" --node-port "$kwok_port" --node-ip 127.0.0.1 --cidr 10.244.0.0/16 \
+      --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key")
   kctl apply --server-side --field-manager llmops-cluster -f "$here/nodes.yaml" >/dev/null
   wait_for "simulated nodes" 60 kctl wait --for=condition=Ready node --all --timeout=2s
   wait_for "default service account" 60 kctl -n default get serviceaccount default

@@ -1,0 +1,83 @@
+# Copyright (c) 2025, llmops.vllm maintainers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: vllm_manifest_yaml
+short_description: Kubernetes objects as one YAML stream, the way people write manifests
+version_added: 0.1.0
+description:
+  - Dumps a list of objects as C(---)-separated YAML documents, keys in the order the templates wrote them,
+    block-style, and multi-line strings (the staging engine in its ConfigMap) as literal blocks, so that a change
+    shows as a line diff in review.
+  - What P(llmops.vllm.vllm_manifest_yaml#filter) writes reads back (C(from_yaml_all)) as the same objects.
+options:
+  _input:
+    description: The objects.
+    type: list
+    elements: dict
+    required: true
+author:
+  - llmops.vllm maintainers (@llmops-vllm)
+"""
+
+EXAMPLES = r"""
+- name: Write the server objects
+  ansible.builtin.copy:
+    dest: /tmp/render/30-vllm-server.yml
+    content: "{{ vllm_server_objects | llmops.vllm.vllm_manifest_yaml }}"
+    mode: "0644"
+"""
+
+RETURN = r"""
+_value:
+  description: The YAML stream; empty for no objects.
+  type: str
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+
+class _ManifestDumper(yaml.SafeDumper):
+    """SafeDumper that keeps mapping order, indents lists and writes multi-line strings as literal blocks."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False):
+        return super().increase_indent(flow, False)
+
+
+def _str(dumper: yaml.SafeDumper, data: str):
+    # Literal blocks cannot carry trailing spaces on a line or some control characters; quote those instead.
+    if "\n" in data and not any(line != line.rstrip() for line in data.splitlines()) and "\t" not in data:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+
+
+def _mapping(dumper: yaml.SafeDumper, data: Mapping):
+    return dumper.represent_mapping("tag:yaml.org,2002:map", data.items())
+
+
+_ManifestDumper.add_representer(str, _str)
+_ManifestDumper.add_multi_representer(Mapping, _mapping)
+# Ansible's lazy/tagged containers and strings are subclasses of the builtins.
+_ManifestDumper.add_multi_representer(str, _str)
+_ManifestDumper.add_multi_representer(list, yaml.SafeDumper.represent_list)
+
+
+def manifest_yaml(objects: list[Any]) -> str:
+    """``objects`` as a YAML stream (see DOCUMENTATION)."""
+    return "".join(
+        "---\n" + yaml.dump(obj, Dumper=_ManifestDumper, default_flow_style=False, sort_keys=False, width=120)
+        for obj in objects
+    )
+
+
+class FilterModule:
+    """llmops.vllm.vllm_manifest_yaml"""
+
+    def filters(self):
+        return {"vllm_manifest_yaml": manifest_yaml}

@@ -1,0 +1,199 @@
+# Copyright (c) 2025, llmops.vllm maintainers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: vllm_model_specs
+short_description: Resolve vllm_models entries against the defaults into complete model specs
+version_added: 0.1.0
+description:
+  - Every key an entry of O(_input) leaves out comes from O(defaults) (the C(vllm_server) role passes its
+    C(vllm_server_*) variables). C(engine_args) and C(env) are merged over the defaults key by key (V(null)
+    removes one); every other key replaces the default.
+  - Adds what the templates need so that they stay plain, for example C(args) (the rendered vLLM argument
+    list, through P(llmops.vllm.vllm_engine_args#filter)), C(model_path), C(selector), C(gpus) and the byte
+    counts the preflight checks.
+  - Never fails on values the preflight rejects (P(llmops.vllm.vllm_preflight#filter) reports those in one line
+    each); fails only when the input is not a list of mappings with a C(name).
+options:
+  _input:
+    description: The C(vllm_models) list.
+    type: list
+    elements: dict
+    required: true
+  defaults:
+    description: Value of every per-model key an entry leaves out.
+    type: dict
+    required: true
+author:
+  - llmops.vllm maintainers (@llmops-vllm)
+"""
+
+EXAMPLES = r"""
+- name: Resolve the models once
+  ansible.builtin.set_fact:
+    vllm_server_specs: "{{ vllm_models | llmops.vllm.vllm_model_specs(vllm_server_model_defaults) }}"
+"""
+
+RETURN = r"""
+_value:
+  description: One complete spec per entry, in order.
+  type: list
+  elements: dict
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.llmops.vllm.plugins.filter.vllm_engine_args import engine_arg_list, merge_engine_args
+from ansible_collections.llmops.vllm.plugins.module_utils.sizing import parse_quantity
+
+LOAD_STRATEGIES = ("ram_copy", "direct", "runai_streamer")
+# Where the pods see things; fixed so that the init container, the server and the docs agree.
+MODELS_MOUNT = "/models"
+RAM_MOUNT = "/ram-models"
+STAGE_MOUNT = "/opt/llmops"
+MANAGED_BY = "llmops.vllm"
+# Keys merged key by key instead of replaced.
+MERGED_KEYS = ("engine_args", "env")
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def _quantity_or_none(value: Any) -> float | None:
+    try:
+        return parse_quantity(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _merge_env(base: Any, override: Any) -> dict[str, Any]:
+    merged = dict(base or {})
+    merged.update(override or {})
+    return merged
+
+
+def _env_list(env: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Mapping to container env entries; a mapping value is used as ``valueFrom`` (e.g. a secretKeyRef)."""
+    out = []
+    for name, value in env.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            out.append({"name": str(name), "valueFrom": dict(value)})
+        else:
+            out.append({"name": str(name), "value": str(value)})
+    return out
+
+
+def _with_gpus(resources: Mapping[str, Any], gpus: Any) -> dict[str, Any]:
+    """Resources with the GPU count set in requests and limits (when ``gpus`` is given)."""
+    out = {k: dict(v or {}) for k, v in (resources or {}).items()}
+    if gpus is not None:
+        for section in ("requests", "limits"):
+            out.setdefault(section, {})[GPU_RESOURCE] = gpus
+    return out
+
+
+def _requested_gpus(resources: Mapping[str, Any]) -> int:
+    for section in ("limits", "requests"):
+        value = (resources.get(section) or {}).get(GPU_RESOURCE)
+        if value is not None:
+            number = _quantity_or_none(value)
+            return int(number) if number is not None else 0
+    return 0
+
+
+def _parallel_size(engine_args: Mapping[str, Any], name: str) -> int:
+    for key, value in engine_args.items():
+        if key.lstrip("-").replace("_", "-") == name:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return 1
+    return 1
+
+
+def resolve(entry: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """One complete model spec: ``entry`` over ``defaults``, plus what the templates derive from it."""
+    spec: dict[str, Any] = dict(defaults)
+    for key, value in entry.items():
+        if key == "engine_args":
+            spec[key] = merge_engine_args(defaults.get(key), value)
+        elif key == "env":
+            spec[key] = _merge_env(defaults.get(key), value)
+        else:
+            spec[key] = value
+    name = str(spec["name"])
+    spec["name"] = name
+    spec["labels"] = dict(spec.get("labels") or {"model": name})
+    spec["selector"] = dict(spec["labels"])
+    spec["metadata_labels"] = {
+        **spec["labels"],
+        "app.kubernetes.io/name": "vllm",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+    strategy = spec.get("load_strategy") or "ram_copy"
+    spec["load_strategy"] = strategy
+    model_dir = str(spec.get("model_dir") or name).strip("/")
+    spec["model_dir"] = model_dir
+    spec["volume_path"] = f"{MODELS_MOUNT}/{model_dir}"
+    model_uri = spec.get("model_uri") or ""
+    spec["model_uri"] = model_uri
+    if strategy == "ram_copy":
+        spec["model_path"] = f"{RAM_MOUNT}/{model_dir}"
+    elif strategy == "runai_streamer" and model_uri:
+        spec["model_path"] = model_uri
+    else:
+        spec["model_path"] = spec["volume_path"]
+    # The server needs the FSx volume unless it streams from object storage.
+    spec["uses_volume"] = not (strategy == "runai_streamer" and str(model_uri).startswith("s3://"))
+    spec["download"] = bool(spec.get("download", True)) and spec["uses_volume"]
+    spec["user_engine_args"] = dict(entry.get("engine_args") or {})
+    head: dict[str, Any] = {"port": spec.get("port"), "model": spec["model_path"]}
+    if strategy == "runai_streamer":
+        head["load-format"] = "runai_streamer"
+    spec["engine_args"] = merge_engine_args(head, spec.get("engine_args") or {})
+    spec["args"] = engine_arg_list(spec["engine_args"])
+    gpus = spec.get("gpus")
+    spec["resources"] = _with_gpus(spec.get("resources") or {}, gpus)
+    spec["gpus"] = _requested_gpus(spec["resources"])
+    spec["parallel_gpus"] = _parallel_size(spec["engine_args"], "tensor-parallel-size") * _parallel_size(
+        spec["engine_args"], "pipeline-parallel-size"
+    )
+    env = dict(spec.get("env") or {})
+    api_key = spec.get("api_key_secret") or {}
+    if api_key:
+        # vLLM reads VLLM_API_KEY when --api-key is not given: the key never appears in args or the spec.
+        env["VLLM_API_KEY"] = {"secretKeyRef": {"name": api_key["name"], "key": api_key.get("key", "api-key")}}
+    spec["env_list"] = _env_list(env)
+    spec["api_key_secret"] = dict(api_key) if api_key else {}
+    spec["memory_limit"] = ((spec["resources"].get("limits") or {}).get("memory")) or None
+    spec["model_size_bytes"] = _quantity_or_none(spec.get("model_size"))
+    spec["ram_size_limit_bytes"] = _quantity_or_none(spec.get("ram_size_limit")) if strategy == "ram_copy" else 0.0
+    spec["shm_size_limit_bytes"] = _quantity_or_none(spec.get("shm_size_limit") or 0)
+    spec["working_memory_bytes"] = _quantity_or_none(spec.get("working_memory") or 0)
+    spec["files"] = [str(f) for f in (spec.get("hf_files") or [])]
+    return spec
+
+
+def model_specs(models: Any, defaults: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every entry of ``models`` resolved against ``defaults`` (see DOCUMENTATION)."""
+    if not isinstance(models, list):
+        raise AnsibleFilterError(f"vllm_models must be a list of model entries, got {type(models).__name__}")
+    specs = []
+    for index, entry in enumerate(models):
+        if not isinstance(entry, Mapping) or not entry.get("name"):
+            raise AnsibleFilterError(f"vllm_models[{index}] must be a mapping with at least a name")
+        specs.append(resolve(entry, defaults))
+    return specs
+
+
+class FilterModule:
+    """llmops.vllm.vllm_model_specs"""
+
+    def filters(self):
+        return {"vllm_model_specs": model_specs}

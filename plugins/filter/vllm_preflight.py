@@ -1,0 +1,215 @@
+# Copyright (c) 2025, llmops.vllm maintainers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: vllm_preflight
+short_description: What is wrong with resolved model specs, one line per problem
+version_added: 0.1.0
+description:
+  - Checks specs from P(llmops.vllm.vllm_model_specs#filter) without a cluster, so that deploy.yml and
+    render.yml refuse the same inputs before anything is applied or written.
+  - "Checks: model names are DNS labels (they name the Deployment and the Service) and unique; the load strategy
+    is known; C(tensor-parallel-size) times C(pipeline-parallel-size) does not exceed the GPUs requested; the
+    RAM volume's C(sizeLimit) holds the model (C(ram_copy)); the memory limit covers the Memory volumes plus
+    the server's working memory (see C(plugins/module_utils/sizing.py)); sizes are valid quantities; labels are
+    valid; a downloaded model names its Hugging Face repository; models sharing a directory agree on what is
+    in it; C(engine_args) leaves C(port), C(model) and C(load-format) to the spec."
+  - Each line says what is wrong and how to fix it. An empty list means the specs are fine.
+options:
+  _input:
+    description: Resolved model specs.
+    type: list
+    elements: dict
+    required: true
+author:
+  - llmops.vllm maintainers (@llmops-vllm)
+"""
+
+EXAMPLES = r"""
+- name: Refuse bad model specs before anything is applied
+  ansible.builtin.assert:
+    that: vllm_server_problems | length == 0
+    fail_msg: "{{ vllm_server_problems | join('; ') }}"
+  vars:
+    vllm_server_problems: "{{ vllm_server_specs | llmops.vllm.vllm_preflight }}"
+"""
+
+RETURN = r"""
+_value:
+  description: One line per problem; empty when there is none.
+  type: list
+  elements: str
+"""
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ansible_collections.llmops.vllm.plugins.filter.vllm_engine_args import flag_key
+from ansible_collections.llmops.vllm.plugins.filter.vllm_model_specs import LOAD_STRATEGIES
+from ansible_collections.llmops.vllm.plugins.module_utils.sizing import (
+    ceil_gi,
+    format_bytes,
+    memory_budget,
+    parse_quantity,
+    ram_volume_shortfall,
+)
+
+DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+LABEL_NAME = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+MODEL_DIR = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+OWNED_BY_SPEC = {"port": "port", "model": "model_dir or model_uri", "load-format": "load_strategy"}
+STREAM_SCHEMES = ("s3://", "gs://")
+AUTOSCALERS = ("hpa", "keda")
+
+
+def is_dns_label(name: Any) -> bool:
+    """A DNS-1035 label: what a Service name must be."""
+    return isinstance(name, str) and len(name) <= 63 and bool(DNS_1035_LABEL.match(name))
+
+
+def _quantity(spec: Mapping[str, Any], key: str, problems: list[str]) -> float | None:
+    value = spec.get(key)
+    try:
+        return parse_quantity(value)
+    except (TypeError, ValueError):
+        problems.append(f"model {spec['name']}: {key} {value!r} is not a size; write it like 20Gi or 14.5G")
+        return None
+
+
+def _labels(spec: Mapping[str, Any], problems: list[str]) -> None:
+    for key, value in (spec.get("labels") or {}).items():
+        if not LABEL_NAME.match(str(key)) or len(str(key).rsplit("/", 1)[-1]) > 63:
+            problems.append(f"model {spec['name']}: label key {key!r} is not a valid Kubernetes label name")
+        if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value):
+            problems.append(
+                f"model {spec['name']}: label {key}={value!r} is not a valid label value "
+                "(a quoted string of at most 63 letters, digits, '-', '_' or '.')"
+            )
+
+
+def _sizes(spec: Mapping[str, Any], problems: list[str]) -> None:
+    name = spec["name"]
+    strategy = spec["load_strategy"]
+    shm = _quantity(spec, "shm_size_limit", problems) if spec.get("shm_size_limit") else 0.0
+    working = _quantity(spec, "working_memory", problems) if spec.get("working_memory") else 0.0
+    ram = 0.0
+    if strategy == "ram_copy":
+        ram = _quantity(spec, "ram_size_limit", problems)
+        model = _quantity(spec, "model_size", problems)
+        if ram is not None and model is not None and ram_volume_shortfall(model, ram) > 0:
+            problems.append(
+                f"model {name}: RAM volume sizeLimit {spec['ram_size_limit']} ({format_bytes(ram)}) is smaller than "
+                f"the model ({spec['model_size']} = {format_bytes(model)}); set ram_size_limit to at least "
+                f"{ceil_gi(model)} or use load_strategy direct"
+            )
+    limit = spec.get("memory_limit")
+    if limit is None or None in (shm, working, ram):
+        return
+    try:
+        budget = memory_budget(limit, ram, shm, working)
+    except ValueError:
+        problems.append(f"model {name}: resources.limits.memory {limit!r} is not a size; write it like 32Gi")
+        return
+    if not budget.fits:
+        problems.append(
+            f"model {name}: memory limit {limit} is smaller than the Memory volumes plus the server's working "
+            f"memory, which all count against the pod's memory ({budget.explain()}); raise "
+            f"resources.limits.memory to at least {ceil_gi(budget.required)}"
+            + (", lower ram_size_limit, or use load_strategy direct" if ram else "")
+        )
+
+
+def _downloads(specs: list[Mapping[str, Any]], problems: list[str]) -> None:
+    seen: dict[str, Mapping[str, Any]] = {}
+    for spec in specs:
+        if not spec.get("download"):
+            continue
+        if not spec.get("hf_repo"):
+            problems.append(
+                f"model {spec['name']}: download is on but hf_repo is empty; name the Hugging Face repository "
+                "or set download: false when the weights are already on the volume"
+            )
+        first = seen.setdefault(spec["model_dir"], spec)
+        if first is not spec:
+            for key in ("hf_repo", "hf_revision", "files"):
+                if first.get(key) != spec.get(key):
+                    problems.append(
+                        f"models {first['name']} and {spec['name']} share model_dir {spec['model_dir']} but differ in "
+                        f"{key}; give one of them its own model_dir"
+                    )
+
+
+def _extras(spec: Mapping[str, Any], problems: list[str]) -> None:
+    name = spec["name"]
+    scaling = spec.get("autoscaling") or {}
+    if scaling and scaling.get("kind", "hpa") not in AUTOSCALERS:
+        problems.append(
+            f"model {name}: autoscaling.kind {scaling.get('kind')!r} is not one of {', '.join(AUTOSCALERS)}"
+        )
+    if scaling and int(scaling.get("max_replicas", 1)) < int(scaling.get("min_replicas", 1)):
+        problems.append(f"model {name}: autoscaling.max_replicas is below min_replicas")
+    api_key = spec.get("api_key_secret") or {}
+    if api_key and not api_key.get("name"):
+        problems.append(f"model {name}: api_key_secret needs the name of an existing Secret (and its key)")
+    replicas = spec.get("replicas")
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        problems.append(f"model {name}: replicas {replicas!r} must be a whole number of 0 or more")
+
+
+def preflight(specs: list[Mapping[str, Any]]) -> list[str]:
+    """Problems with the resolved specs, one line each (see DOCUMENTATION)."""
+    problems: list[str] = []
+    names: set[str] = set()
+    for spec in specs:
+        name = spec["name"]
+        if not is_dns_label(name):
+            problems.append(
+                f"model name {name!r} is not a valid DNS label (it names the Deployment and the Service): "
+                "lower-case letters, digits and '-', starting with a letter, at most 63 characters"
+            )
+        if name in names:
+            problems.append(f"model name {name!r} is used twice; model names must be unique")
+        names.add(name)
+        strategy = spec["load_strategy"]
+        if strategy not in LOAD_STRATEGIES:
+            problems.append(
+                f"model {name}: unknown load_strategy {strategy!r}; use one of {', '.join(LOAD_STRATEGIES)}"
+            )
+        if not MODEL_DIR.match(spec["model_dir"]) or ".." in spec["model_dir"].split("/"):
+            problems.append(
+                f"model {name}: model_dir {spec['model_dir']!r} must be a relative path on the volume "
+                "(letters, digits, '.', '_', '-', '/')"
+            )
+        uri = spec.get("model_uri") or ""
+        if uri and (strategy != "runai_streamer" or not str(uri).startswith(STREAM_SCHEMES)):
+            problems.append(
+                f"model {name}: model_uri {uri!r} is only used by load_strategy runai_streamer, with an "
+                f"{' or '.join(STREAM_SCHEMES)} URI"
+            )
+        for key, instead in OWNED_BY_SPEC.items():
+            if any(flag_key(k) == key for k in (spec.get("user_engine_args") or {})):
+                problems.append(f"model {name}: engine_args sets {key}; set {instead} instead")
+        if spec["parallel_gpus"] > spec["gpus"]:
+            problems.append(
+                f"model {name}: tensor-parallel-size x pipeline-parallel-size is {spec['parallel_gpus']} but only "
+                f"{spec['gpus']} GPU(s) are requested; set gpus: {spec['parallel_gpus']} or lower the parallelism"
+            )
+        _labels(spec, problems)
+        _sizes(spec, problems)
+        _extras(spec, problems)
+    _downloads(specs, problems)
+    return problems
+
+
+class FilterModule:
+    """llmops.vllm.vllm_preflight"""
+
+    def filters(self):
+        return {"vllm_preflight": preflight}

@@ -1,0 +1,595 @@
+"""A fake vLLM server for tests: vLLM 0.9's OpenAI-compatible HTTP API over real HTTP, on pytest-httpserver.
+
+It answers like ``vllm serve /ram-models/mistral-7b-v0-3 --enable-auto-tool-choice --tool-call-parser=mistral``
+(the reference deployment) does:
+
+- ``GET /health``: 200 with an empty body (503 while "loading");
+- ``GET /v1/models``: ``{"object": "list", "data": [{"id", "object": "model", "owned_by": "vllm", "root",
+  "parent", "max_model_len", ...}]}``;
+- ``GET /version``: ``{"version": "0.9.0"}``;
+- ``POST /v1/chat/completions``: a chat completion with ``usage``; with tools, a tool call in the Mistral
+  parser's shape (an id of 9 letters and digits, ``type: function``, ``arguments`` as a JSON string,
+  ``content: null``, ``finish_reason: tool_calls``); with ``stream: true``, server-sent events
+  (``data: {chat.completion.chunk}``), a usage event when ``stream_options.include_usage`` is set, then
+  ``data: [DONE]``;
+- ``GET /metrics``: Prometheus text with ``vllm:num_requests_running``, ``vllm:num_requests_waiting``, ...;
+- 401 ``{"error": "Unauthorized"}`` on ``/v1/*`` when an API key is configured and the bearer token is
+  missing or wrong; 404 ``NotFoundError`` for an unknown model id; 400 for ``tool_choice: auto`` when auto tool
+  choice is off.
+
+Every answer is computed from :class:`FakeVLLMConfig` when the request arrives, so a test can change the
+config of a running server to make it misbehave (malformed JSON, no tool call, bad tool arguments, empty
+content, slow streaming, never ready, ready after N seconds, ...).
+
+Use it as a context manager or through the ``fake_vllm`` fixture::
+
+    from ansible_collections.llmops.vllm.tests.vllm_fake_server import FakeVLLM, FakeVLLMConfig, fake_vllm
+
+    def test_something(fake_vllm):            # a started server with the default config
+        fake_vllm.config.tool_calls = False    # from now on the model answers tool requests in text
+        probe(url_target(fake_vllm.url), ...)
+
+    with FakeVLLM(FakeVLLMConfig(api_key="s3cret", ready_after=2)) as server:
+        ...                                    # server.url, server.requests, server.load_for(5)
+
+Or as a process (``python tests/vllm_fake_server.py --help``), for a cluster or a playbook to reach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import ipaddress
+import json
+import math
+import random
+import re
+import signal
+import socket
+import ssl
+import string
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+DEFAULT_MODEL = "/ram-models/mistral-7b-v0-3"
+VLLM_VERSION = "0.9.0"
+CHAT_PATH = "/v1/chat/completions"
+
+
+@dataclasses.dataclass
+class FakeVLLMConfig:
+    """What the server serves and how it misbehaves. Read at every request: change it while the server runs."""
+
+    #: Served model ids (``--model`` / ``--served-model-name``); the reference serves its RAM path.
+    models: list[str] = dataclasses.field(default_factory=lambda: [DEFAULT_MODEL])
+    max_model_len: int = 2048
+    #: ``None``: ``/version`` answers 404.
+    version: str | None = VLLM_VERSION
+    #: Set: ``/v1/*`` wants ``Authorization: Bearer <api_key>`` (vLLM ``--api-key``).
+    api_key: str | None = None
+    #: What the model says; split into tokens at word boundaries.
+    reply: str = "The capital of France is Paris."
+    #: Seconds after start during which every request gets ``loading_status`` (see also ``load_for``).
+    ready_after: float = 0.0
+    #: The answer while loading: an HTTP status, or ``None`` to accept the connection and stay silent until
+    #: ready (what vLLM itself does: it binds its port before it loads the model).
+    loading_status: int | None = 503
+    #: Paths whose JSON (including stream events, for the chat path) is cut in half.
+    malformed_json: set[str] = dataclasses.field(default_factory=set)
+    #: ``False``: tool requests get a text answer and no ``tool_calls`` (a missing or wrong tool parser).
+    tool_calls: bool = True
+    #: Set: the raw ``arguments`` string of every tool call (for example broken JSON).
+    tool_arguments: str | None = None
+    #: ``False``: ``tool_choice: auto`` gets vLLM's 400 (server started without ``--enable-auto-tool-choice``).
+    auto_tool_choice: bool = True
+    #: ``True``: chat answers carry empty content (and a stream carries no content).
+    empty_content: bool = False
+    #: Seconds before each streamed token (slow streaming).
+    token_delay: float = 0.0
+    #: Seconds before a chat completion is answered (a slow or stuck engine).
+    response_delay: float = 0.0
+    #: ``False``: the stream ends without ``data: [DONE]``.
+    stream_done: bool = True
+    #: ``False``: ``/metrics`` carries only process series, no ``vllm:`` ones.
+    metrics: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class SeenRequest:
+    """A request the server received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    json: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class TLSFiles:
+    """PEM files for TLS tests: a CA, a server certificate it signed (for localhost and 127.0.0.1), a client
+    certificate it signed, and a self-signed server certificate no CA vouches for."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    client_cert: Path
+    client_key: Path
+    self_signed_cert: Path
+    self_signed_key: Path
+
+    def server_context(self, self_signed: bool = False, require_client_cert: bool = False) -> ssl.SSLContext:
+        """A server-side SSL context for ``FakeVLLM(ssl_context=...)``."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        if self_signed:
+            context.load_cert_chain(self.self_signed_cert, self.self_signed_key)
+        else:
+            context.load_cert_chain(self.cert, self.key)
+        if require_client_cert:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(self.ca)
+        return context
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class FakeVLLM:
+    """A fake vLLM server in a thread. ``url`` is known before ``start()``, so a test can start it late."""
+
+    def __init__(
+        self,
+        config: FakeVLLMConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.config = config or FakeVLLMConfig()
+        self.host = host
+        self.port = port or free_port(host)
+        self.ssl_context = ssl_context
+        self._server = HTTPServer(host=host, port=self.port, ssl_context=ssl_context, threaded=True)
+        self._ready_at = 0.0
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._running = 0
+        self._prompt_tokens = 0
+        self._generation_tokens = 0
+        self._finished: dict[str, int] = {}
+        self._routes()
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    @property
+    def url(self) -> str:
+        """Base URL, for example ``http://127.0.0.1:41234`` (no trailing slash, no ``/v1``)."""
+        scheme = "https" if self.ssl_context else "http"
+        host = "localhost" if self.ssl_context and self.host == "127.0.0.1" else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    def start(self) -> FakeVLLM:
+        self._stopped.clear()
+        self._ready_at = time.monotonic() + self.config.ready_after
+        self._server.start()
+        return self
+
+    def start_later(self, seconds: float) -> threading.Timer:
+        """Start listening after ``seconds``: until then connections are refused."""
+        timer = threading.Timer(seconds, self.start)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._server.is_running():
+            self._server.stop()
+
+    def __enter__(self) -> FakeVLLM:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def load_for(self, seconds: float = math.inf) -> None:
+        """Answer as a loading server (``config.loading_status``) for ``seconds`` from now; ``inf``: forever."""
+        self._ready_at = time.monotonic() + seconds
+
+    @property
+    def loading(self) -> bool:
+        return time.monotonic() < self._ready_at
+
+    @property
+    def requests(self) -> list[SeenRequest]:
+        """Every request received so far, in order."""
+        seen = []
+        for request, _response in list(self._server.log):
+            seen.append(
+                SeenRequest(
+                    request.method, request.path, dict(request.headers), request.get_json(silent=True, force=True)
+                )
+            )
+        return seen
+
+    def requests_to(self, path: str, method: str | None = None) -> list[SeenRequest]:
+        return [r for r in self.requests if r.path == path and (method is None or r.method == method)]
+
+    # ------------------------------------------------------------------------------------------ routing
+
+    def _routes(self) -> None:
+        routes = (
+            ("/health", "GET", self._health),
+            ("/version", "GET", self._version),
+            ("/v1/models", "GET", self._models),
+            (CHAT_PATH, "POST", self._chat),
+            ("/metrics", "GET", self._metrics),
+        )
+        for path, method, handler in routes:
+            self._server.expect_request(path, method=method).respond_with_handler(self._guard(path, handler))
+        # Anything else: FastAPI's 404.
+        self._server.expect_request(re.compile(".*")).respond_with_handler(
+            self._guard(None, lambda request: _json_response({"detail": "Not Found"}, 404))
+        )
+
+    def _guard(self, path: str | None, handler: Any) -> Any:
+        def respond(request: Request) -> Response:
+            if self.loading:
+                if self.config.loading_status is not None:
+                    return Response(b"", status=self.config.loading_status)
+                while self.loading and not self._stopped.is_set():
+                    time.sleep(0.05)
+            # vLLM's AuthenticationMiddleware guards /v1 only; /health, /version and /metrics stay open.
+            if self.config.api_key and request.path.startswith("/v1"):
+                if request.headers.get("Authorization") != f"Bearer {self.config.api_key}":
+                    return _json_response({"error": "Unauthorized"}, 401)
+            return handler(request)
+
+        return respond
+
+    def _json(self, path: str, doc: Any, status: int = 200) -> Response:
+        text = json.dumps(doc)
+        if path in self.config.malformed_json:
+            text = text[: len(text) // 2]
+        return Response(text, status=status, content_type="application/json")
+
+    # ------------------------------------------------------------------------------------------ endpoints
+
+    def _health(self, request: Request) -> Response:
+        return Response(b"", status=200)
+
+    def _version(self, request: Request) -> Response:
+        if self.config.version is None:
+            return _json_response({"detail": "Not Found"}, 404)
+        return self._json("/version", {"version": self.config.version})
+
+    def _models(self, request: Request) -> Response:
+        created = int(time.time())
+        data = [
+            {
+                "id": model,
+                "object": "model",
+                "created": created,
+                "owned_by": "vllm",
+                "root": model,
+                "parent": None,
+                "max_model_len": self.config.max_model_len,
+                "permission": [
+                    {
+                        "id": f"modelperm-{uuid.uuid4().hex}",
+                        "object": "model_permission",
+                        "created": created,
+                        "allow_create_engine": False,
+                        "allow_sampling": True,
+                        "allow_logprobs": True,
+                        "allow_search_indices": False,
+                        "allow_view": True,
+                        "allow_fine_tuning": False,
+                        "organization": "*",
+                        "group": None,
+                        "is_blocking": False,
+                    }
+                ],
+            }
+            for model in self.config.models
+        ]
+        return self._json("/v1/models", {"object": "list", "data": data})
+
+    def _chat(self, request: Request) -> Response:
+        config = self.config
+        body = request.get_json(silent=True, force=True)
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return _error(400, "BadRequestError", "the request body must be a JSON object with messages")
+        model = body.get("model")
+        if model not in config.models:
+            return _error(404, "NotFoundError", f"The model `{model}` does not exist.")
+        tools = body.get("tools") or []
+        tool_choice = body.get("tool_choice", "auto" if tools else "none")
+        if tools and tool_choice == "auto" and not config.auto_tool_choice:
+            return _error(
+                400,
+                "BadRequestError",
+                '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set',
+            )
+        if config.response_delay:
+            time.sleep(config.response_delay)
+        max_tokens = body.get("max_tokens") or config.max_model_len
+        prompt_tokens = 5 + sum(len(str(m.get("content", "")).split()) for m in body["messages"] if isinstance(m, dict))
+        call = None
+        if tools and tool_choice != "none" and config.tool_calls:
+            call = self._tool_call(tools, tool_choice)
+            reply = ""
+        elif tools and tool_choice != "none":
+            reply = "I cannot look up the weather, but Paris is usually mild."
+        else:
+            reply = "" if config.empty_content else config.reply
+        tokens = re.findall(r"\s*\S+", reply)[:max_tokens]
+        finish = "tool_calls" if call else ("length" if len(re.findall(r"\S+", reply)) > max_tokens else "stop")
+        completion_tokens = 24 if call else len(tokens)
+        self._account(prompt_tokens, completion_tokens, finish)
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return self._stream(model, tokens, call, finish, prompt_tokens, completion_tokens, include_usage)
+        message: dict[str, Any] = {"role": "assistant", "reasoning_content": None}
+        if call:
+            message.update(content=None, tool_calls=[call])
+        else:
+            message.update(content="".join(tokens), tool_calls=[])
+        doc = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish, "stop_reason": None}
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+                "completion_tokens": completion_tokens,
+                "prompt_tokens_details": None,
+            },
+            "prompt_logprobs": None,
+        }
+        return self._json(CHAT_PATH, doc)
+
+    def _tool_call(self, tools: list[dict[str, Any]], tool_choice: Any) -> dict[str, Any]:
+        function = tools[0].get("function", {})
+        if isinstance(tool_choice, dict):
+            wanted = tool_choice.get("function", {}).get("name")
+            function = next((t["function"] for t in tools if t.get("function", {}).get("name") == wanted), function)
+        schema = function.get("parameters") or {}
+        arguments = {}
+        for name in schema.get("required", []):
+            kind = schema.get("properties", {}).get(name, {}).get("type", "string")
+            arguments[name] = {"integer": 1, "number": 1.5, "boolean": True}.get(kind, "Paris")
+        raw = self.config.tool_arguments if self.config.tool_arguments is not None else json.dumps(arguments)
+        # MistralToolCall ids: 9 characters from letters and digits.
+        call_id = "".join(random.choices(string.ascii_letters + string.digits, k=9))
+        return {"id": call_id, "type": "function", "function": {"name": function.get("name"), "arguments": raw}}
+
+    def _stream(
+        self,
+        model: str,
+        tokens: list[str],
+        call: dict[str, Any] | None,
+        finish: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        include_usage: bool,
+    ) -> Response:
+        config = self.config
+        chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+
+        def event(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> str:
+            doc: dict[str, Any] = {
+                "id": chunk_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": choices,
+            }
+            if usage is not None:
+                doc["usage"] = usage
+            text = json.dumps(doc)
+            if CHAT_PATH in config.malformed_json:
+                text = text[: len(text) // 2]
+            return f"data: {text}\n\n"
+
+        def delta(content: dict[str, Any], finish_reason: str | None = None) -> list[dict[str, Any]]:
+            return [{"index": 0, "delta": content, "logprobs": None, "finish_reason": finish_reason}]
+
+        def events() -> Iterator[str]:
+            with self._lock:
+                self._running += 1
+            try:
+                yield event(delta({"role": "assistant", "content": ""}))
+                if call:
+                    yield event(delta({"tool_calls": [dict(call, index=0)]}))
+                for token in tokens:
+                    if config.token_delay:
+                        time.sleep(config.token_delay)
+                    yield event(delta({"content": token}))
+                yield event(delta({"content": ""}, finish))
+                if include_usage:
+                    usage = {
+                        "prompt_tokens": prompt_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                        "completion_tokens": completion_tokens,
+                    }
+                    yield event([], usage)
+                if config.stream_done:
+                    yield "data: [DONE]\n\n"
+            finally:
+                with self._lock:
+                    self._running -= 1
+
+        return Response(events(), status=200, content_type="text/event-stream; charset=utf-8")
+
+    def _account(self, prompt_tokens: int, completion_tokens: int, finish: str) -> None:
+        with self._lock:
+            self._prompt_tokens += prompt_tokens
+            self._generation_tokens += completion_tokens
+            self._finished[finish] = self._finished.get(finish, 0) + 1
+
+    def _metrics(self, request: Request) -> Response:
+        lines = [
+            "# HELP python_info Python platform information",
+            "# TYPE python_info gauge",
+            'python_info{implementation="CPython",major="3",minor="12",patchlevel="3",version="3.12.3"} 1.0',
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.",
+            "# TYPE process_resident_memory_bytes gauge",
+            "process_resident_memory_bytes 1.2345e+09",
+        ]
+        if self.config.metrics:
+            model = self.config.models[0] if self.config.models else ""
+            labels = f'engine="0",model_name="{model}"'
+            with self._lock:
+                series = (
+                    ("num_requests_running", "gauge", "Number of requests in model execution batches.", self._running),
+                    ("num_requests_waiting", "gauge", "Number of requests waiting to be processed.", 0),
+                    ("gpu_cache_usage_perc", "gauge", "GPU KV-cache usage. 1 means 100 percent usage.", 0.0),
+                    ("prompt_tokens_total", "counter", "Number of prefill tokens processed.", self._prompt_tokens),
+                    ("generation_tokens_total", "counter", "Number of generation tokens.", self._generation_tokens),
+                )
+                finished = dict(self._finished)
+            for name, kind, text, value in series:
+                lines += [f"# HELP vllm:{name} {text}", f"# TYPE vllm:{name} {kind}"]
+                lines.append(f"vllm:{name}{{{labels}}} {float(value)}")
+            lines += [
+                "# HELP vllm:request_success_total Count of successfully processed requests.",
+                "# TYPE vllm:request_success_total counter",
+            ]
+            for reason, count in sorted(finished.items()):
+                lines.append(f'vllm:request_success_total{{{labels},finished_reason="{reason}"}} {float(count)}')
+        return Response("\n".join(lines) + "\n", status=200, content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _json_response(doc: Any, status: int) -> Response:
+    return Response(json.dumps(doc), status=status, content_type="application/json")
+
+
+def _error(status: int, kind: str, message: str) -> Response:
+    """vLLM's ErrorResponse body."""
+    return _json_response({"object": "error", "message": message, "type": kind, "param": None, "code": status}, status)
+
+
+def make_tls_files(directory: Path) -> TLSFiles:
+    """Write a CA, a server and a client certificate signed by it, and a self-signed server certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(common_name: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    def write(stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
+        cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        return cert_path, key_path
+
+    def issue(
+        subject: str,
+        key: ec.EllipticCurvePrivateKey,
+        issuer: str,
+        issuer_key: ec.EllipticCurvePrivateKey,
+        ca: bool = False,
+        usage: Any = None,
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name(issuer))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            )
+        else:
+            sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = issue("llmops test CA", ca_key, "llmops test CA", ca_key, ca=True)
+    ca_path = write("ca", ca_cert, ca_key)[0]
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    cert, key = write(
+        "server",
+        issue("localhost", server_key, "llmops test CA", ca_key, usage=ExtendedKeyUsageOID.SERVER_AUTH),
+        server_key,
+    )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client_cert, client_key_path = write(
+        "client",
+        issue("probe", client_key, "llmops test CA", ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH),
+        client_key,
+    )
+    lone_key = ec.generate_private_key(ec.SECP256R1())
+    lone_cert, lone_key_path = write(
+        "self-signed",
+        issue("localhost", lone_key, "localhost", lone_key, usage=ExtendedKeyUsageOID.SERVER_AUTH),
+        lone_key,
+    )
+    return TLSFiles(ca_path, cert, key, client_cert, client_key_path, lone_cert, lone_key_path)
+
+
+@pytest.fixture()
+def fake_vllm() -> Iterator[FakeVLLM]:
+    """A started fake vLLM server with the default config; change ``fake_vllm.config`` to make it misbehave."""
+    with FakeVLLM() as server:
+        yield server
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the fake server in the foreground until SIGINT/SIGTERM."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--model", action="append", help="served model id (repeatable)")
+    parser.add_argument("--api-key")
+    parser.add_argument("--ready-after", type=float, default=0.0, help="seconds of 503 before serving")
+    parser.add_argument("--token-delay", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    config = FakeVLLMConfig(api_key=args.api_key, ready_after=args.ready_after, token_delay=args.token_delay)
+    if args.model:
+        config.models = args.model
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *signal_args: stop.set())
+    with FakeVLLM(config, host=args.host, port=args.port) as server:
+        print(f"fake vLLM {VLLM_VERSION} serving {', '.join(config.models)} at {server.url}", flush=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
