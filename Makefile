@@ -101,3 +101,9 @@ ee-create: venv ## ansible-builder create: the execution environment's build con
 
 docs: venv ## regenerate docs/roles.md from every role's meta/argument_specs.yml
 	$(BIN)/python docs/gen_role_docs.py
+
+# --- Benchmarks (not tests): ratios against kubectl and cp -r, measured in one run -------------------------
+.PHONY: bench
+bench: venv collection cluster-up ## deploy vs kubectl (1/5/10/20 models) and staging vs cp -r; writes bench/out/
+	$(BIN)/python bench/deploy_bench.py --reps 3
+	$(BIN)/python bench/stage_bench.py --size-gb 1 --reps 3 --json bench/out/stage.json

@@ -57,21 +57,32 @@ def _str(dumper: yaml.SafeDumper, data: str):
     return dumper.represent_scalar("tag:yaml.org,2002:str", data)
 
 
-def _mapping(dumper: yaml.SafeDumper, data: Mapping):
+def _mapping(dumper: yaml.SafeDumper, data: dict):
     return dumper.represent_mapping("tag:yaml.org,2002:map", data.items())
 
 
 _ManifestDumper.add_representer(str, _str)
-_ManifestDumper.add_multi_representer(Mapping, _mapping)
-# Ansible's lazy/tagged containers and strings are subclasses of the builtins.
-_ManifestDumper.add_multi_representer(str, _str)
-_ManifestDumper.add_multi_representer(list, yaml.SafeDumper.represent_list)
+_ManifestDumper.add_representer(dict, _mapping)
+
+
+def _plain(value: Any) -> Any:
+    """Builtin containers and scalars: Ansible hands filters its own (tagged, lazy) subclasses."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    for kind in (str, int, float):
+        if isinstance(value, kind):
+            return kind(value)
+    return value
 
 
 def manifest_yaml(objects: list[Any]) -> str:
     """``objects`` as a YAML stream (see DOCUMENTATION)."""
     return "".join(
-        "---\n" + yaml.dump(obj, Dumper=_ManifestDumper, default_flow_style=False, sort_keys=False, width=120)
+        "---\n" + yaml.dump(_plain(obj), Dumper=_ManifestDumper, default_flow_style=False, sort_keys=False, width=120)
         for obj in objects
     )
 

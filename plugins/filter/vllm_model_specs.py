@@ -128,6 +128,10 @@ def resolve(entry: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, 
             spec[key] = value
     name = str(spec["name"])
     spec["name"] = name
+    for key in ("replicas", "port", "startup_timeout"):
+        # Extra vars from a survey or the command line arrive as strings.
+        if isinstance(spec.get(key), str) and spec[key].isdigit():
+            spec[key] = int(spec[key])
     spec["labels"] = dict(spec.get("labels") or {"model": name})
     spec["selector"] = dict(spec["labels"])
     spec["metadata_labels"] = {
