@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+# Ansible plugins put their documentation before the imports.
+# ruff: noqa: E402
+
 DOCUMENTATION = r"""
 name: vllm_apply_diff
 short_description: What a kubernetes.core.k8s apply of several objects changed, object by object
@@ -50,7 +53,9 @@ def _name(result: Mapping[str, Any]) -> str:
 
 def apply_diff(registered: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The changed objects of a registered k8s result, each with what differs before and after."""
-    nested = ((registered.get("result") or {}).get("results")) if isinstance(registered.get("result"), Mapping) else None
+    nested = (
+        ((registered.get("result") or {}).get("results")) if isinstance(registered.get("result"), Mapping) else None
+    )
     results = nested if isinstance(nested, list) else [registered]
     out = []
     for result in results:
@@ -61,7 +66,9 @@ def apply_diff(registered: Mapping[str, Any]) -> list[dict[str, Any]]:
             # A new object in full is what render.yml writes; name it only.
             out.append({"object": _name(result), "action": "create"})
             continue
-        out.append({"object": _name(result), "action": "update", "before": diff["before"], "after": diff.get("after", {})})
+        out.append(
+            {"object": _name(result), "action": "update", "before": diff["before"], "after": diff.get("after", {})}
+        )
     return out
 
 

@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+# Ansible plugins put their documentation before the imports.
+# ruff: noqa: E402
+
 DOCUMENTATION = r"""
 name: vllm_download_jobs
 short_description: One model download per model directory, from resolved model specs

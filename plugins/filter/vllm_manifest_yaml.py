@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+# Ansible plugins put their documentation before the imports.
+# ruff: noqa: E402
+
 DOCUMENTATION = r"""
 name: vllm_manifest_yaml
 short_description: Kubernetes objects as one YAML stream, the way people write manifests

@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+# Ansible plugins put their documentation before the imports.
+# ruff: noqa: E402
+
 DOCUMENTATION = r"""
 name: vllm_model_specs
 short_description: Resolve vllm_models entries against the defaults into complete model specs

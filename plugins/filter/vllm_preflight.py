@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+# Ansible plugins put their documentation before the imports.
+# ruff: noqa: E402
+
 DOCUMENTATION = r"""
 name: vllm_preflight
 short_description: What is wrong with resolved model specs, one line per problem
@@ -83,6 +86,12 @@ def _quantity(spec: Mapping[str, Any], key: str, problems: list[str]) -> float |
         return None
 
 
+def _size(text: Any, value: float) -> str:
+    """A size as the user wrote it, with its binary-unit value when that reads differently (``14.5G = 13.5Gi``)."""
+    shown = format_bytes(value)
+    return str(text) if str(text) == shown else f"{text} = {shown}"
+
+
 def _labels(spec: Mapping[str, Any], problems: list[str]) -> None:
     for key, value in (spec.get("labels") or {}).items():
         if not LABEL_NAME.match(str(key)) or len(str(key).rsplit("/", 1)[-1]) > 63:
@@ -105,9 +114,9 @@ def _sizes(spec: Mapping[str, Any], problems: list[str]) -> None:
         model = _quantity(spec, "model_size", problems)
         if ram is not None and model is not None and ram_volume_shortfall(model, ram) > 0:
             problems.append(
-                f"model {name}: RAM volume sizeLimit {spec['ram_size_limit']} ({format_bytes(ram)}) is smaller than "
-                f"the model ({spec['model_size']} = {format_bytes(model)}); set ram_size_limit to at least "
-                f"{ceil_gi(model)} or use load_strategy direct"
+                f"model {name}: RAM volume sizeLimit {_size(spec['ram_size_limit'], ram)} is smaller than the model "
+                f"({_size(spec['model_size'], model)}); set ram_size_limit to at least {ceil_gi(model)} or use "
+                "load_strategy direct"
             )
     limit = spec.get("memory_limit")
     if limit is None or None in (shm, working, ram):

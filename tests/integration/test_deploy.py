@@ -1,0 +1,504 @@
+"""deploy.yml, teardown.yml and render.yml against the real control plane: the workshop's deployment end to end.
+
+kwok plays the kubelets (pods go Running and Ready at once, Job pods Succeed), so these tests see what the
+API server and the controllers do with the objects the roles apply: the claim binds to its PV, the download
+Job completes, the Deployment becomes Available. Wall times of deploy, the no-op re-deploy and teardown are
+printed at the end of the module (for the issue's closing note); they are measured on a shared 2-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from cluster_helpers import BIN, ROOT, Kubectl, run_playbook
+
+TIMINGS: list[tuple[str, float]] = []
+SEED_ARGS = [
+    "--port=8080",
+    "--model=/ram-models/mistral-7b-v0-3",
+    "--tokenizer_mode=auto",
+    "--trust-remote-code",
+    "--gpu_memory_utilization=0.90",
+    "--max-model-len=2048",
+    "--tensor-parallel-size=1",
+    "--max-num-batched-tokens=8192",
+    "--max-num-seqs=256",
+    "--block-size=16",
+    "--enforce-eager",
+    "--swap-space=16",
+    "--disable-custom-all-reduce",
+    "--config-format=mistral",
+    "--enable-auto-tool-choice",
+    "--tool-call-parser=mistral",
+]
+SEED_FILES = [
+    "consolidated.safetensors",
+    "params.json",
+    "tokenizer.model.v3",
+    "config.json",
+    "generation_config.json",
+    "special_tokens_map.json",
+    "tokenizer_config.json",
+    "tokenizer.json",
+    "tokenizer.model",
+]
+# Kinds deploy applies into the namespace, for "nothing was created" checks.
+NAMESPACED_KINDS = "deployments,services,jobs,pods,persistentvolumeclaims,configmaps,secrets"
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_timings(request):
+    """Print the measured wall times at the end of the module, also without -s."""
+    yield
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.getplugin("terminalreporter"), plugins.getplugin("capturemanager")
+    if not (reporter and capture and TIMINGS):
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line("")
+        reporter.write_line("deploy.yml / teardown.yml wall times on the local control plane (this machine, this run):")
+        for name, seconds in TIMINGS:
+            reporter.write_line(f"  {name:<44} {seconds:6.2f} s")
+
+
+@pytest.fixture()
+def base_vars(namespace: str, kubectl: Kubectl):
+    """The namespace and a PV name of its own (PVs are cluster-scoped); the PV is removed afterwards."""
+    pv = f"fsx-{namespace}"
+    yield {"vllm_namespace": namespace, "storage_pv_name": pv}
+    kubectl.run("delete", "pv", pv, "--ignore-not-found", "--wait=false", check=False)
+
+
+def timed(label: str, playbook: str, kubeconfig: str, extra: dict, *args: str, check: bool = True):
+    start = time.monotonic()
+    proc = run_playbook(playbook, kubeconfig, extra, *args, check=check)
+    TIMINGS.append((label, time.monotonic() - start))
+    return proc
+
+
+def recap(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """The PLAY RECAP counters of localhost."""
+    match = re.search(r"localhost\s*:\s*(.*)", proc.stdout.split("PLAY RECAP")[-1])
+    assert match, proc.stdout[-3000:]
+    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+def render(kubeconfig: str, extra: dict, out: Path) -> list[dict]:
+    """render.yml into ``out``; the objects it wrote, in file order."""
+    run_playbook("render.yml", kubeconfig, {**extra, "render_dir": str(out)}, check=True)
+    return [obj for path in sorted(out.glob("*.yml")) for obj in yaml.safe_load_all(path.read_text()) if obj]
+
+
+def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def condition(obj: dict, kind: str) -> str | None:
+    for cond in obj.get("status", {}).get("conditions", []):
+        if cond["type"] == kind:
+            return cond["status"]
+    return None
+
+
+def json_run(playbook: str, kubeconfig: str, extra: dict, *args: str, monkeypatch) -> tuple[int, dict]:
+    """A playbook run with the JSON callback: its return code and the parsed report."""
+    with monkeypatch.context() as patched:
+        patched.setenv("ANSIBLE_STDOUT_CALLBACK", "ansible.posix.json")
+        patched.setenv("ANSIBLE_LOAD_CALLBACK_PLUGINS", "true")
+        proc = run_playbook(playbook, kubeconfig, extra, *args)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def task_results(report: dict, name_part: str) -> list[dict]:
+    return [
+        task["hosts"]["localhost"]
+        for play in report["plays"]
+        for task in play["tasks"]
+        if name_part in task["task"]["name"] and "localhost" in task["hosts"]
+    ]
+
+
+def short(task_name: str) -> str:
+    """A task's name without its role prefix ("llmops.vllm.storage : Apply ..." -> "Apply ...")."""
+    return task_name.rsplit(" : ", 1)[-1]
+
+
+def namespace_is_untouched(kubectl: Kubectl, namespace: str, pv: str) -> list[str]:
+    """What deploy left in an empty namespace (kube-root-ca.crt aside); empty when nothing."""
+    items = kubectl.json("-n", namespace, "get", NAMESPACED_KINDS)["items"]
+    left = [f"{i['kind']}/{i['metadata']['name']}" for i in items if i["metadata"]["name"] != "kube-root-ca.crt"]
+    if kubectl.exists("pv", pv):
+        left.append(f"PersistentVolume/{pv}")
+    return left
+
+
+# ------------------------------------------------------------------------------------------- the story
+
+
+def test_deploy_converges_renders_the_same_and_tears_down(kubectl, kubeconfig, base_vars, tmp_path, monkeypatch):
+    ns, pv = base_vars["vllm_namespace"], base_vars["storage_pv_name"]
+
+    first = timed("deploy (empty namespace)", "deploy.yml", kubeconfig, base_vars)
+    assert recap(first)["failed"] == 0
+
+    job = kubectl.json("-n", ns, "get", "job", "model-download")
+    assert condition(job, "Complete") == "True", job.get("status")
+    deployment = kubectl.json("-n", ns, "get", "deployment", "mistral")
+    assert condition(deployment, "Available") == "True", deployment.get("status")
+    assert deployment["status"]["availableReplicas"] == 1
+    service = kubectl.json("-n", ns, "get", "service", "mistral")
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(8080, 8080)]
+    pvc = kubectl.json("-n", ns, "get", "pvc", "fsx-models")
+    assert pvc["status"]["phase"] == "Bound" and pvc["spec"]["volumeName"] == pv
+    pod = kubectl.json("-n", ns, "get", "pods", "-l", "model=mistral7b")["items"][0]
+    node = kubectl.json("get", "node", pod["spec"]["nodeName"])
+    assert node["metadata"]["labels"].get("nvidia.com/gpu.present") == "true"
+
+    # What render.yml writes for the same variables is exactly what deploy applied: a server-side dry-run
+    # apply of the files under deploy's field manager changes nothing (an extra, missing or different field
+    # in either would show up as a diff, including fields deploy owns that render lacks).
+    rendered_dir = tmp_path / "rendered"
+    objects = render(kubeconfig, base_vars, rendered_dir)
+    diff = kubectl.run(
+        "diff",
+        "--server-side",
+        "--field-manager=llmops-vllm",
+        "--force-conflicts=false",
+        "-f",
+        str(rendered_dir),
+        check=False,
+    )
+    assert diff.returncode == 0, f"render.yml and deploy.yml disagree:\n{diff.stdout[-4000:]}{diff.stderr[-2000:]}"
+    # ... and deploy applied nothing render does not list.
+    managed = kubectl.json(
+        "-n",
+        ns,
+        "get",
+        "deployments,services,jobs,configmaps,persistentvolumeclaims",
+        "-l",
+        "app.kubernetes.io/managed-by=llmops.vllm",
+    )["items"]
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in managed) == sorted(
+        (o["kind"], o["metadata"]["name"]) for o in objects if o["kind"] not in ("Namespace", "PersistentVolume")
+    )
+
+    again = timed("deploy again (no change)", "deploy.yml", kubeconfig, base_vars)
+    assert recap(again)["changed"] == 0, again.stdout[-4000:]
+
+    # --check --diff with one engine argument changed: exactly that change is reported, nothing is applied.
+    changed_vars = {
+        **base_vars,
+        "vllm_models": [{"name": "mistral", "labels": {"model": "mistral7b"}, "engine_args": {"max-model-len": 4096}}],
+    }
+    rc, report = json_run("deploy.yml", kubeconfig, changed_vars, "--check", "--diff", monkeypatch=monkeypatch)
+    assert rc == 0, json.dumps(report)[-3000:]
+    shown = task_results(report, "Show what changes")
+    changes = [entry for result in shown if not result.get("skipped") for entry in result["msg"]]
+    assert [c["object"] for c in changes] == ["Deployment/mistral"], changes
+    before = changes[0]["before"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    after = changes[0]["after"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [(b, a) for b, a in zip(before, after, strict=True) if b != a] == [
+        ("--max-model-len=2048", "--max-model-len=4096")
+    ]
+    assert set(changes[0]["before"]) == {"spec"} and set(changes[0]["after"]) == {"spec"}, changes
+    live = kubectl.json("-n", ns, "get", "deployment", "mistral")
+    assert live["spec"]["template"]["spec"]["containers"][0]["args"] == SEED_ARGS
+    assert live["metadata"]["generation"] == deployment["metadata"]["generation"]
+
+    # teardown: servers, Services, Jobs and the staging engine go; the volume and the model stay.
+    down = timed("teardown (keep volume)", "teardown.yml", kubeconfig, base_vars)
+    assert recap(down)["failed"] == 0
+    left = kubectl.json("-n", ns, "get", "deployments,services,jobs,configmaps")["items"]
+    assert [o["metadata"]["name"] for o in left] == ["kube-root-ca.crt"], [o["metadata"]["name"] for o in left]
+    assert kubectl.json("-n", ns, "get", "pvc", "fsx-models")["status"]["phase"] == "Bound"
+    assert kubectl.exists("pv", pv)
+
+    purged = timed("teardown purge=true", "teardown.yml", kubeconfig, {**base_vars, "purge": True})
+    assert recap(purged)["failed"] == 0
+    assert not kubectl.exists("-n", ns, "pvc", "fsx-models")
+    assert not kubectl.exists("pv", pv)
+    assert kubectl.exists("namespace", ns), "teardown must never delete the namespace"
+
+
+def test_two_models_get_their_own_objects(kubectl, kubeconfig, base_vars):
+    ns = base_vars["vllm_namespace"]
+    models = [
+        {"name": "mistral", "labels": {"model": "mistral7b"}},
+        {
+            "name": "qwen-small",
+            "model_dir": "qwen2-5-0-5b",
+            "hf_repo": "Qwen/Qwen2.5-0.5B-Instruct",
+            "hf_files": ["model.safetensors", "config.json", "tokenizer.json"],
+            "model_size": "1G",
+            "load_strategy": "direct",
+            "engine_args": {"config-format": None, "tool-call-parser": "hermes", "max-model-len": 8192},
+        },
+    ]
+    proc = timed("deploy (two models)", "deploy.yml", kubeconfig, {**base_vars, "vllm_models": models})
+    assert recap(proc)["failed"] == 0
+
+    deployments = {d["metadata"]["name"]: d for d in kubectl.json("-n", ns, "get", "deployments")["items"]}
+    assert sorted(deployments) == ["mistral", "qwen-small"]
+    for name, d in deployments.items():
+        assert condition(d, "Available") == "True", (name, d.get("status"))
+    services = {s["metadata"]["name"]: s for s in kubectl.json("-n", ns, "get", "services")["items"]}
+    assert services["mistral"]["spec"]["selector"] == {"model": "mistral7b"}
+    assert services["qwen-small"]["spec"]["selector"] == {"model": "qwen-small"}
+    jobs = {j["metadata"]["name"]: j for j in kubectl.json("-n", ns, "get", "jobs")["items"]}
+    assert sorted(jobs) == ["model-download", "model-download-qwen2-5-0-5b"]
+    assert all(condition(j, "Complete") == "True" for j in jobs.values())
+    qwen_cmd = jobs["model-download-qwen2-5-0-5b"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert qwen_cmd[qwen_cmd.index("--repo") + 1] == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert qwen_cmd[qwen_cmd.index("--dest") + 1] == "/models/qwen2-5-0-5b"
+
+    # The second model loads straight from the read-only volume: no init container, no RAM volume.
+    qwen = deployments["qwen-small"]["spec"]["template"]["spec"]
+    assert "initContainers" not in qwen
+    assert [v["name"] for v in qwen["volumes"]] == ["models", "dshm"]
+    args = qwen["containers"][0]["args"]
+    assert args[:2] == ["--port=8080", "--model=/models/qwen2-5-0-5b"]
+    assert "--max-model-len=8192" in args and "--tool-call-parser=hermes" in args
+    assert not any(a.startswith("--config-format") for a in args)
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in qwen["containers"][0]["volumeMounts"]
+
+    run_playbook("teardown.yml", kubeconfig, {**base_vars, "vllm_models": models, "purge": True}, check=True)
+    assert kubectl.json("-n", ns, "get", "deployments,services,jobs")["items"] == []
+
+
+# ------------------------------------------------------------------------------------------- preflight
+
+PREFLIGHT_CASES = {
+    "ram-volume-smaller-than-model": (
+        {"vllm_server_ram_size_limit": "10Gi"},
+        "RAM volume sizeLimit 10Gi is smaller than the model (14.5G = 13.5Gi)",
+    ),
+    "memory-limit-below-volumes-and-working-memory": (
+        {"vllm_server_resources": {"limits": {"cpu": 6, "memory": "24Gi", "nvidia.com/gpu": 1}}},
+        "memory limit 24Gi is smaller than the Memory volumes plus the server's working memory",
+    ),
+    "tensor-parallel-above-gpus": (
+        {"vllm_models": [{"name": "mistral", "engine_args": {"tensor-parallel-size": 2}}]},
+        "tensor-parallel-size x pipeline-parallel-size is 2 but only 1 GPU(s) are requested",
+    ),
+    "name-not-a-dns-label": (
+        {"vllm_models": [{"name": "Mistral_7B"}]},
+        "model name 'Mistral_7B' is not a valid DNS label",
+    ),
+    "unknown-load-strategy": (
+        {"vllm_models": [{"name": "mistral", "load_strategy": "mmap"}]},
+        "unknown load_strategy 'mmap'",
+    ),
+    "no-gpu-nodes-and-no-node-pool": (
+        {"vllm_server_gpu_node_label": "llmops.test/no-such-gpu-label=true"},
+        "no node has the label llmops.test/no-such-gpu-label=true and no node pool is requested",
+    ),
+    "no-fsx-csi-driver": (
+        {"storage_csi_driver": "fsx.csi.llmops.invalid"},
+        "CSIDriver fsx.csi.llmops.invalid is not installed",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PREFLIGHT_CASES))
+def test_preflight_refuses_before_anything_is_created(case, kubectl, kubeconfig, base_vars, monkeypatch):
+    extra, expected = PREFLIGHT_CASES[case]
+    rc, report = json_run("deploy.yml", kubeconfig, {**base_vars, **extra}, monkeypatch=monkeypatch)
+    assert rc != 0
+    failed = [
+        (task["task"]["name"], task["hosts"]["localhost"])
+        for play in report["plays"]
+        for task in play["tasks"]
+        if task["hosts"].get("localhost", {}).get("failed")
+    ]
+    assert len(failed) == 1, failed
+    task, result = failed[0]
+    assert short(task).startswith("Refuse"), f"failed in {task!r}, not in a preflight check"
+    assert expected in result["msg"], result["msg"]
+    assert "\n" not in result["msg"].strip(), "the preflight message should be one line"
+    # Nothing was applied: no k8s apply ran, and the namespace holds nothing of ours.
+    applied = [t for play in report["plays"] for t in play["tasks"] if short(t["task"]["name"]).startswith("Apply")]
+    assert applied == [], [t["task"]["name"] for t in applied]
+    assert namespace_is_untouched(kubectl, base_vars["vllm_namespace"], base_vars["storage_pv_name"]) == []
+
+
+# ----------------------------------------------------------------------------------------------- render
+
+
+def test_render_with_defaults_reproduces_the_workshop(tmp_path):
+    out = tmp_path / "render"
+    proc = subprocess.run(
+        [str(BIN / "ansible-playbook"), str(ROOT / "playbooks" / "render.yml"), "-e", f"render_dir={out}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        # No cluster: a kubeconfig that points nowhere proves render.yml never asks one.
+        env={**os.environ, "KUBECONFIG": str(tmp_path / "absent"), "K8S_AUTH_KUBECONFIG": str(tmp_path / "absent")},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    objects = [o for p in sorted(out.glob("*.yml")) for o in yaml.safe_load_all(p.read_text()) if o]
+
+    pvc = by_kind(objects, "PersistentVolumeClaim")["fsx-models"]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert pvc["spec"]["storageClassName"] == "" and pvc["spec"]["volumeName"] == "fsx-pv"
+    pv = by_kind(objects, "PersistentVolume")["fsx-pv"]
+    assert pv["spec"]["csi"]["driver"] == "fsx.csi.aws.com"
+    assert set(pv["spec"]["csi"]["volumeAttributes"]) == {"dnsname", "mountname"}
+    assert pv["spec"]["csi"]["volumeHandle"].startswith("fs-")
+    assert pv["spec"]["mountOptions"] == ["flock"] and pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+
+    job = by_kind(objects, "Job")["model-download"]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    cmd = container["command"]
+    assert cmd[:3] == ["python3", "/opt/llmops/model_stage.py", "download"]
+    assert cmd[cmd.index("--repo") + 1] == "mistralai/Mistral-7B-Instruct-v0.3"
+    assert cmd[cmd.index("--dest") + 1] == "/models/mistral-7b-v0-3"
+    assert cmd[cmd.index("--files") + 1].split(",") == SEED_FILES
+    assert cmd[cmd.index("--token-env") + 1] == "HF_TOKEN"
+    assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "hf-token"
+    engine = by_kind(objects, "ConfigMap")["llmops-model-stage"]["data"]["model_stage.py"]
+    assert engine == (ROOT / "plugins" / "module_utils" / "model_stage.py").read_text()
+
+    deployment = by_kind(objects, "Deployment")["mistral"]
+    assert deployment["metadata"]["labels"]["model"] == "mistral7b"
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["selector"] == {"matchLabels": {"model": "mistral7b"}}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    (init,) = pod["initContainers"]
+    assert init["name"] == "model-loader"
+    assert init["resources"]["requests"] == {"cpu": 6, "memory": "32Gi"} == init["resources"]["limits"]
+    assert init["command"][:7] == [
+        "python3",
+        "/opt/llmops/model_stage.py",
+        "stage",
+        "--src",
+        "/models/mistral-7b-v0-3",
+        "--dest",
+        "/ram-models/mistral-7b-v0-3",
+    ]
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in init["volumeMounts"]
+    (vllm,) = pod["containers"]
+    assert vllm["name"] == "vllm"
+    assert vllm["image"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/vllm:0.9.0-gpu-py312-cu128-ubuntu22.04-ec2"
+    assert vllm["args"] == SEED_ARGS
+    assert vllm["env"] == [
+        {"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "max_split_size_mb:512"},
+        {"name": "VLLM_ATTENTION_BACKEND", "value": "FLASHINFER"},
+    ]
+    gpu = {"cpu": 6, "memory": "32Gi", "nvidia.com/gpu": 1}
+    assert vllm["resources"] == {"requests": gpu, "limits": gpu}
+    assert vllm["ports"] == [{"containerPort": 8080, "protocol": "TCP", "name": "http"}]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["ram-models"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "20Gi"}
+    assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "fsx-models", "readOnly": True}
+    assert {"name": "ram-models", "mountPath": "/ram-models", "readOnly": True} in vllm["volumeMounts"]
+    assert vllm["readinessProbe"]["httpGet"]["path"] == "/v1/models"
+    assert vllm["livenessProbe"]["httpGet"]["path"] == "/health"
+
+    service = by_kind(objects, "Service")["mistral"]
+    assert service["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/app-metrics": "true",
+        "prometheus.io/port": "8080",
+    }
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP", "targetPort": 8080}]
+    assert service["spec"]["selector"] == {"model": "mistral7b"}
+    assert {o["kind"] for o in objects} == {
+        "Namespace",
+        "PersistentVolume",
+        "PersistentVolumeClaim",
+        "ConfigMap",
+        "Job",
+        "Deployment",
+        "Service",
+    }
+
+
+def test_every_optional_object_is_valid_for_the_api_server(kubectl, kubeconfig, namespace, tmp_path):
+    """Dynamic FSx, the other load strategies, API key, NetworkPolicy, HPA, PDB and Ingress, rendered and
+    checked by the real API server (server-side dry run); CRD kinds (KEDA, ServiceMonitor, Route, Karpenter)
+    are not installed there, so only rendered."""
+    extra = {
+        "vllm_namespace": namespace,
+        "storage_mode": "dynamic",
+        "storage_subnet_id": "subnet-0123456789abcdef0",
+        "storage_security_group_ids": ["sg-0123456789abcdef0"],
+        "storage_s3_import_path": "s3://models-bucket/mistral",
+        "storage_class_name": f"fsx-{namespace}",
+        "gpu_nodepool_enabled": True,
+        "gpu_nodepool_node_role": "KarpenterNodeRole-test",
+        "gpu_nodepool_discovery_tag": "test-cluster",
+        "vllm_models": [
+            {
+                "name": "mistral",
+                "labels": {"model": "mistral7b"},
+                "api_key_secret": {"name": "vllm-api-key", "key": "api-key"},
+                "network_policy": {"from": [{"namespaceSelector": {"matchLabels": {"team": "apps"}}}]},
+                "autoscaling": {"kind": "hpa", "min_replicas": 1, "max_replicas": 3},
+                "pdb": {"min_available": 1},
+                "ingress": {"host": "mistral.example.com"},
+                "service_monitor": True,
+            },
+            {
+                "name": "streamed",
+                "load_strategy": "runai_streamer",
+                "model_uri": "s3://models-bucket/mistral/",
+                "route": {"host": "streamed.apps.example.com"},
+                "autoscaling": {"kind": "keda"},
+            },
+            {"name": "direct", "load_strategy": "direct", "download": False},
+        ],
+    }
+    objects = render(kubeconfig, extra, tmp_path / "render")
+    kinds = {o["kind"] for o in objects}
+    assert {
+        "StorageClass",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Ingress",
+        "NetworkPolicy",
+        "ScaledObject",
+        "ServiceMonitor",
+        "Route",
+        "NodePool",
+        "EC2NodeClass",
+    } <= kinds
+    mistral = by_kind(objects, "Deployment")["mistral"]
+    assert "replicas" not in mistral["spec"], "the autoscaler owns replicas"
+    env = {e["name"]: e for e in mistral["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["VLLM_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "vllm-api-key", "key": "api-key"}}
+    streamed = by_kind(objects, "Deployment")["streamed"]["spec"]["template"]["spec"]
+    assert streamed["containers"][0]["args"][:3] == [
+        "--port=8080",
+        "--model=s3://models-bucket/mistral/",
+        "--load-format=runai_streamer",
+    ]
+    assert "models" not in {v["name"] for v in streamed["volumes"]}
+    # The direct model downloads nothing, and the streamed one needs no download either.
+    assert sorted(by_kind(objects, "Job")) == ["model-download"]
+
+    crd_kinds = {"ScaledObject", "ServiceMonitor", "Route", "NodePool", "EC2NodeClass"}
+    core = [o for o in objects if o["kind"] not in crd_kinds]
+    dry = kubectl.run(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--field-manager=llmops-vllm",
+        "-f",
+        "-",
+        input="\n".join("---\n" + yaml.safe_dump(o) for o in core),
+        check=False,
+    )
+    assert dry.returncode == 0, dry.stderr[-3000:]
