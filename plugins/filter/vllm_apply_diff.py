@@ -51,6 +51,24 @@ def _name(result: Mapping[str, Any]) -> str:
     return f"{kind}/{meta.get('name', '?')}"
 
 
+# Fields the API server changes on every write, or the controllers on their own: not the user's change.
+_NOISE = {"status": None, "metadata": {"generation", "resourceVersion", "managedFields"}}
+
+
+def _denoise(side: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in (side or {}).items():
+        drop = _NOISE.get(key, ())
+        if key in _NOISE and drop is None:
+            continue
+        if drop and isinstance(value, Mapping):
+            value = {k: v for k, v in value.items() if k not in drop}
+            if not value:
+                continue
+        out[key] = value
+    return out
+
+
 def apply_diff(registered: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The changed objects of a registered k8s result, each with what differs before and after."""
     nested = (
