@@ -53,10 +53,13 @@ demo: venv collection cluster-up ## set everything up and deploy the reference m
 	$(BIN)/ansible-playbook playbooks/deploy.yml -e vllm_namespace=demo
 	@echo "demo: objects in namespace demo; $$($(CLUSTER) env)"
 
-test: venv collection ## run the whole test suite (starts the local control plane if KUBECONFIG reaches none)
+test: venv collection ## the whole suite: pytest (unit + real API server), ansible-test sanity, ansible-lint, molecule
 	@# pytest exits 5 when it collects nothing: say so plainly instead of failing with a bare status.
 	@$(BIN)/pytest tests $(PYTEST_ARGS); rc=$$?; \
-	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; exit 0; fi; exit $$rc
+	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; elif [ $$rc -ne 0 ]; then exit $$rc; fi
+	$(MAKE) --no-print-directory sanity
+	$(MAKE) --no-print-directory ansible-lint
+	$(MAKE) --no-print-directory molecule
 
 test-unit: venv collection ## unit tests only (no cluster)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

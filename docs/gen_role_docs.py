@@ -107,6 +107,9 @@ def role_section(role: Path) -> list[str]:
         if not options:
             lines += ["No variables.", ""]
             continue
+        if entry != "main" and options == (entry_points.get("main") or {}).get("options"):
+            lines += ["Same variables as `main`.", ""]
+            continue
         rows, blocks = option_rows(options, defaults if entry == "main" else {})
         lines += ["| Variable | Type | Required | Default | Description |", "| --- | --- | --- | --- | --- |"]
         lines += rows + [""]

@@ -84,9 +84,9 @@ def apply_diff(registered: Mapping[str, Any]) -> list[dict[str, Any]]:
             # A new object in full is what render.yml writes; name it only.
             out.append({"object": _name(result), "action": "create"})
             continue
-        out.append(
-            {"object": _name(result), "action": "update", "before": diff["before"], "after": diff.get("after", {})}
-        )
+        before, after = _denoise(diff["before"]), _denoise(diff.get("after") or {})
+        if before or after:
+            out.append({"object": _name(result), "action": "update", "before": before, "after": after})
     return out
 
 

@@ -44,8 +44,11 @@ def test_every_variable_of_every_spec_is_documented(tmp_path: Path) -> None:
                 },
             },
             "purge": {"short_description": "Remove the volume", "options": {}},
+            "prepare": {"short_description": "Check only", "options": None},
         }
     }
+    # An entry point with the same options as main (the roles share them through a YAML anchor).
+    spec["argument_specs"]["prepare"]["options"] = spec["argument_specs"]["main"]["options"]
     (roles / "storage" / "meta" / "argument_specs.yml").write_text(yaml.safe_dump(spec))
     (roles / "storage" / "defaults" / "main.yml").write_text(
         yaml.safe_dump({"storage_mode": "static", "storage_models": [{"name": "mistral"}]})
@@ -60,6 +63,7 @@ def test_every_variable_of_every_spec_is_documented(tmp_path: Path) -> None:
     assert "| `storage_models[].name` | str | yes |  | DNS label. |" in text
     assert "storage_models:\n- name: mistral" in text
     assert "### Entry point `purge`" in text
+    assert "### Entry point `prepare`\n\nCheck only\n\nSame variables as `main`." in text
     # --check notices a spec change.
     spec["argument_specs"]["main"]["options"]["storage_fs_id"] = {"type": "str", "description": "fs-…"}
     (roles / "storage" / "meta" / "argument_specs.yml").write_text(yaml.safe_dump(spec))

@@ -35,6 +35,9 @@ PLANTED_JUNK = [
     "tests/output/junit/python3.11-units.xml",
     "tests/cluster/state/etcd/member",
     "llmops-vllm-0.0.1.tar.gz",
+    # render.yml output left in the tree (its default render_dir, and one beside the playbooks).
+    "render/30-vllm-server.yml",
+    "playbooks/out/30-vllm-server.yml",
 ]
 
 
@@ -124,7 +127,7 @@ def test_tarball_leaves_out_caches_build_and_bench_output(tarball: Path, source:
         name
         for name in members
         if junk_parts & set(Path(name).parts)
-        or name.startswith(("bench/out/", "tests/output/", "tests/cluster/state/"))
+        or name.startswith(("bench/out/", "tests/output/", "tests/cluster/state/", "render/", "playbooks/out/"))
         or name.endswith((".pyc", ".tar.gz"))
     )
     assert leaked == [], f"the tarball carries build or test leftovers: {leaked}"

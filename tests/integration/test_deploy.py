@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -502,3 +503,28 @@ def test_every_optional_object_is_valid_for_the_api_server(kubectl, kubeconfig, 
         check=False,
     )
     assert dry.returncode == 0, dry.stderr[-3000:]
+
+
+def test_check_mode_on_a_new_namespace_reports_and_creates_nothing(kubectl, kubeconfig, monkeypatch):
+    """--check before the first deploy: the namespace does not exist yet, so nothing in it can be dry-run; the
+    steps report what they would create, and the cluster stays as it was."""
+    ns = f"t-new-{uuid.uuid4().hex[:8]}"
+    extra = {"vllm_namespace": ns, "storage_pv_name": f"fsx-{ns}"}
+    rc, report = json_run("deploy.yml", kubeconfig, extra, "--check", "--diff", monkeypatch=monkeypatch)
+    assert rc == 0, json.dumps(report)[-3000:]
+    would = [
+        line
+        for result in task_results(report, "Report what would be created")
+        if not result.get("skipped")
+        for line in result["msg"]
+    ]
+    assert sorted(would) == [
+        "ConfigMap/llmops-model-stage: create",
+        "Deployment/mistral: create",
+        "Job/model-download: create",
+        "PersistentVolumeClaim/fsx-models: create",
+        "Service/mistral: create",
+    ]
+    assert report["stats"]["localhost"]["failures"] == 0
+    assert not kubectl.exists("namespace", ns)
+    assert not kubectl.exists("pv", f"fsx-{ns}")

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cluster_helpers import BIN, ROOT, Kubectl
+from cluster_helpers import BIN, ROOT, Kubectl, run_playbook
 
 LOG_NAMESPACE = "llmops-faults"  # kwok.yaml serves canned logs for pods here
 FAULT_LABEL = "llmops.test/fault"
@@ -624,3 +624,42 @@ def test_healthy_rollout_succeeds_with_states(kubectl, kubeconfig, namespace, tm
     assert result["states"]["done"] is True
     assert result["states"]["deployments"]["mistral"]["status"] == "Available"
     assert result["elapsed_ms"] < 30_000
+
+
+# ------------------------------------------------------------------------------------- through deploy.yml
+
+
+def deploy_until_failure(kubeconfig: str, ns: str, extra: dict, timeout: int = 300) -> tuple[str, float]:
+    """deploy.yml with the reference defaults plus ``extra``; returns its output and how long it ran."""
+    start = time.monotonic()
+    proc = run_playbook("deploy.yml", kubeconfig, {"vllm_namespace": ns, "storage_pv_name": f"fsx-{ns}", **extra})
+    elapsed = time.monotonic() - start
+    assert proc.returncode != 0, "deploy succeeded although the server cannot run"
+    return proc.stdout + proc.stderr, elapsed
+
+
+@pytest.fixture()
+def deploy_namespace(kubectl: Kubectl, namespace: str):
+    if not (ROOT / "playbooks" / "deploy.yml").exists():
+        pytest.skip("playbooks/deploy.yml is not written yet")
+    yield namespace
+    kubectl.run("delete", "pv", f"fsx-{namespace}", "--wait=false", check=False)
+
+
+def test_deploy_stops_at_once_when_no_node_can_ever_fit_the_server(kubeconfig, deploy_namespace):
+    out, elapsed = deploy_until_failure(kubeconfig, deploy_namespace, {"vllm_server_gpus": 16})
+    assert "can never be scheduled: it requests 16 nvidia.com/gpu but the largest node has 4" in out
+    assert '"reason": "unschedulable_no_capacity"' in out
+    print(f"deploy.yml with 16 GPUs per replica failed after {elapsed:.1f}s in all")
+    assert elapsed < 120
+
+
+def test_deploy_explains_the_reference_servers_oom_kill(kubeconfig, deploy_namespace, fault_stages):
+    """The reference server (32Gi limit, 20Gi RAM volume, 2Gi /dev/shm, --swap-space=16), OOMKilled by kwok."""
+    labelled = [{"name": "mistral", "labels": {"model": "mistral7b", FAULT_LABEL: "oom-killed"}}]
+    out, elapsed = deploy_until_failure(kubeconfig, deploy_namespace, {"vllm_models": labelled})
+    assert '"reason": "oom_killed"' in out
+    assert "ram-models (20Gi), dshm (2Gi) is tmpfs, charged to the pod's memory cgroup (limit 32Gi)" in out
+    assert "leaves 10Gi" in out and "--swap-space reserves 16Gi" in out and "= 38Gi" in out
+    print(f"deploy.yml of an OOMKilled server failed after {elapsed:.1f}s in all")
+    assert elapsed < 120
