@@ -1079,30 +1079,38 @@ def _oom_finding(idx: _Index, pod: dict, kind: str, status: dict, term: dict) ->
             evidence,
         )
     names = ", ".join(f"{v['name']} ({v['sizeLimit'] or 'no sizeLimit'})" for v in ram_volumes)
+    many = len(ram_volumes) > 1
     cap = pod_limit or limit
-    parts = [f"{where}: the Memory emptyDir {names} is tmpfs, charged to the pod's memory cgroup"]
+    parts = [
+        f"{where}: the Memory emptyDir{'s' if many else ''} {names} {'are' if many else 'is'} tmpfs, charged to "
+        f"the pod's memory cgroup"
+    ]
     if cap:
         parts.append(f" (limit {format_bytes(cap)})")
+    need = None
     if unbounded:
-        parts.append(", and without a sizeLimit it grows to the model size")
+        parts.append(", and without a sizeLimit tmpfs grows to whatever is copied into it")
     elif cap:
         left = cap - tmpfs
-        parts.append(f", so a full RAM volume leaves {format_bytes(max(left, 0))} for the processes")
+        full = "full RAM volumes leave" if many else "a full RAM volume leaves"
+        parts.append(f", so {full} {format_bytes(max(left, 0))} for the processes")
         if swap:
             need = tmpfs + swap
             parts.append(
-                f" while --swap-space reserves {format_bytes(swap)} (RAM volume + swap = {format_bytes(need)})"
+                f" while --swap-space reserves {format_bytes(swap)} (RAM volume{'s' if many else ''} + swap = "
+                f"{format_bytes(need)})"
             )
             evidence["needs_at_least"] = format_bytes(need)
     if kind == "init container":
         fix = "raise the init container's memory limit above the model size, or use load strategy direct"
     else:
+        floor = f"above {format_bytes(need)} plus the server's working memory" if need else "by the RAM volume's size"
         fix = (
-            "raise resources.limits.memory by at least the RAM volume's size"
+            f"raise resources.limits.memory {floor}"
             + (", lower --swap-space" if swap else "")
             + ", or use load strategy direct (no RAM volume)"
         )
-    evidence["tmpfs_bytes"] = tmpfs or None
+    evidence["tmpfs_bytes"] = int(tmpfs) or None
     return Finding("oom_killed", "".join(parts) + f"; {fix}", f"Pod/{pod_name}", evidence)
 
 

@@ -659,7 +659,8 @@ def test_deploy_explains_the_reference_servers_oom_kill(kubeconfig, deploy_names
     labelled = [{"name": "mistral", "labels": {"model": "mistral7b", FAULT_LABEL: "oom-killed"}}]
     out, elapsed = deploy_until_failure(kubeconfig, deploy_namespace, {"vllm_models": labelled})
     assert '"reason": "oom_killed"' in out
-    assert "ram-models (20Gi), dshm (2Gi) is tmpfs, charged to the pod's memory cgroup (limit 32Gi)" in out
-    assert "leaves 10Gi" in out and "--swap-space reserves 16Gi" in out and "= 38Gi" in out
+    assert "ram-models (20Gi), dshm (2Gi) are tmpfs, charged to the pod's memory cgroup (limit 32Gi)" in out
+    assert "full RAM volumes leave 10Gi" in out and "--swap-space reserves 16Gi" in out and "= 38Gi" in out
+    assert "raise resources.limits.memory above 38Gi plus the server's working memory" in out
     print(f"deploy.yml of an OOMKilled server failed after {elapsed:.1f}s in all")
     assert elapsed < 120
