@@ -12,7 +12,7 @@ name: vllm_download_jobs
 short_description: One model download per model directory, from resolved model specs
 version_added: 0.1.0
 description:
-  - Groups the specs from P(llmops.vllm.vllm_model_specs#filter) that download their weights by C(model_dir):
+  - Groups the specs from P(llmops.vllm.vllm_model_specs#filter) that download their weights by C(model_dir);
     servers that share a directory share one download (two Jobs writing one directory would race).
   - The first directory's Job is named O(name) (the reference deployment's C(model-download)); every other
     directory's Job is O(name) followed by the directory (C(model-download-llama-3-8b)), so appending a model to

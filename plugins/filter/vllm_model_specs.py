@@ -131,6 +131,12 @@ def resolve(entry: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, 
             spec[key] = value
     name = str(spec["name"])
     spec["name"] = name
+    for key in ("gpus", "stage_workers"):
+        # Unset: null, which older ansible-core versions may hand over as text.
+        if spec.get(key) in ("", "None"):
+            spec[key] = None
+        elif isinstance(spec.get(key), str) and spec[key].isdigit():
+            spec[key] = int(spec[key])
     for key in ("replicas", "port", "startup_timeout"):
         # Extra vars from a survey or the command line arrive as strings.
         if isinstance(spec.get(key), str) and spec[key].isdigit():

@@ -18,8 +18,8 @@ description:
     is known; C(tensor-parallel-size) times C(pipeline-parallel-size) does not exceed the GPUs requested; the
     RAM volume's C(sizeLimit) holds the model (C(ram_copy)); the memory limit covers the Memory volumes plus
     the server's working memory (see C(plugins/module_utils/sizing.py)); sizes are valid quantities; labels are
-    valid; a downloaded model names its Hugging Face repository; models sharing a directory agree on what is
-    in it; C(engine_args) leaves C(port), C(model) and C(load-format) to the spec."
+    valid and differ between models; a downloaded model names its Hugging Face repository; models sharing a
+    directory agree on what is in it; C(engine_args) leaves C(port), C(model) and C(load-format) to the spec."
   - Each line says what is wrong and how to fix it. An empty list means the specs are fine.
 options:
   _input:
@@ -214,6 +214,15 @@ def preflight(specs: list[Mapping[str, Any]]) -> list[str]:
         _sizes(spec, problems)
         _extras(spec, problems)
     _downloads(specs, problems)
+    selectors: dict[tuple, str] = {}
+    for spec in specs:
+        key = tuple(sorted((str(k), str(v)) for k, v in (spec.get("selector") or {}).items()))
+        other = selectors.setdefault(key, spec["name"])
+        if other != spec["name"]:
+            problems.append(
+                f"models {other} and {spec['name']} have the same labels {dict(key)}, so each Service would send "
+                "requests to both; give them different labels"
+            )
     return problems
 
 

@@ -286,22 +286,6 @@ def _expression_holds(labels: dict[str, str], key: str, operator: str, values: l
     return False
 
 
-def _selector_string(selector: dict | None) -> str:
-    """A LabelSelector as the string form list calls take."""
-    parts = [f"{k}={v}" for k, v in sorted((selector or {}).get("matchLabels", {}).items())]
-    for expr in (selector or {}).get("matchExpressions") or []:
-        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
-        if op == "In":
-            parts.append(f"{key} in ({','.join(values)})")
-        elif op == "NotIn":
-            parts.append(f"{key} notin ({','.join(values)})")
-        elif op == "Exists":
-            parts.append(key)
-        elif op == "DoesNotExist":
-            parts.append(f"!{key}")
-    return ",".join(parts)
-
-
 class _Index:
     """Lookups over one snapshot."""
 
