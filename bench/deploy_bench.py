@@ -35,7 +35,7 @@ def kubeconfig() -> str:
     if (
         existing
         and subprocess.run(
-            [kubectl, "--kubeconfig", existing, "version", "--request-timeout=5s"], capture_output=True
+            [kubectl, "--kubeconfig", existing, "version", "--request-timeout=5s"], check=False, capture_output=True
         ).returncode
         == 0
     ):
@@ -81,7 +81,7 @@ class Bench:
 
     def timed(self, cmd: list[str]) -> float:
         start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=self.env, cwd=ROOT)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=self.env, cwd=ROOT)
         elapsed = time.perf_counter() - start
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
@@ -102,7 +102,9 @@ class Bench:
         return time.perf_counter() - start
 
     def run_k(self, *args: str) -> None:
-        proc = subprocess.run([self.kubectl, "--kubeconfig", self.kubeconfig, *args], capture_output=True, text=True)
+        proc = subprocess.run(
+            [self.kubectl, "--kubeconfig", self.kubeconfig, *args], check=False, capture_output=True, text=True
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args[:4])} failed: {proc.stderr[-2000:]}")
 
@@ -114,10 +116,12 @@ class Bench:
         for ns in namespaces:
             subprocess.run(
                 [self.kubectl, "--kubeconfig", self.kubeconfig, "delete", "namespace", ns, "--wait=false"],
+                check=False,
                 capture_output=True,
             )
             subprocess.run(
                 [self.kubectl, "--kubeconfig", self.kubeconfig, "delete", "pv", f"fsx-{ns}", "--wait=false"],
+                check=False,
                 capture_output=True,
             )
 

@@ -110,7 +110,7 @@ def pick_writer(size_bytes: int, requested: str) -> str:
 
 def run_timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess]:
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"bench: {' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
@@ -136,13 +136,13 @@ def tool_cmd(tool: str, src: Path, dest: Path, workers: int | None) -> list[str]
 def same_tree(a: Path, b: Path) -> bool:
     names = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file())
     for name in names:
-        if subprocess.run(["cmp", "-s", str(a / name), str(b / name)]).returncode != 0:
+        if subprocess.run(["cmp", "-s", str(a / name), str(b / name)], check=False).returncode != 0:
             return False
     return True
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--size-gb", type=float, default=1.0, help="model size in GB (10^9 bytes), default 1")
     parser.add_argument("--reps", type=int, default=3, help="repetitions per case (median reported), default 3")
     parser.add_argument("--workers", type=int, default=None, help="engine workers (default: the engine's default)")

@@ -44,7 +44,7 @@ def tensor_bytes(tensors: Tensors) -> int:
 
 def parameter_count(tensors: Tensors) -> int:
     """Number of elements in the given (dtype, shape) entries."""
-    return sum(_count(shape) for _, shape in tensors.values())
+    return sum(_count(shape) for _dtype, shape in tensors.values())
 
 
 def write_safetensors(
@@ -158,8 +158,8 @@ MEDIUM = {"dim": 1024, "n_layers": 32, "n_heads": 16, "n_kv_heads": 4, "hidden_d
 def shapes_for(target_bytes: int, dtype: str = "BF16") -> dict[str, int]:
     """Architecture sizes whose checkpoint is close to ``target_bytes`` (layer count scaled)."""
     base = dict(MISTRAL_7B if target_bytes >= 8 * 10**9 else MEDIUM if target_bytes >= 2 * 10**8 else SMALL)
-    one = tensor_bytes(mistral_tensors(**dict(base, n_layers=1), dtype=dtype))
-    two = tensor_bytes(mistral_tensors(**dict(base, n_layers=2), dtype=dtype))
+    one = tensor_bytes(mistral_tensors(**{**base, "n_layers": 1}, dtype=dtype))
+    two = tensor_bytes(mistral_tensors(**{**base, "n_layers": 2}, dtype=dtype))
     per_layer = two - one
     fixed = one - per_layer
     base["n_layers"] = max(1, round((target_bytes - fixed) / per_layer))

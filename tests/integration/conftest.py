@@ -11,7 +11,7 @@ import subprocess
 import uuid
 
 import pytest
-from cluster_helpers import CLUSTER_SH, Kubectl, reachable, run_playbook  # noqa: F401  (re-exported for tests)
+from cluster_helpers import CLUSTER_SH, Kubectl, reachable, run_playbook  # noqa: F401  # pylint: disable=unused-import
 
 
 @pytest.fixture(scope="session")

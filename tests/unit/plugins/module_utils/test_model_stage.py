@@ -480,7 +480,9 @@ def small_tmpfs(path: Path, size: str):
     if os.geteuid() != 0 or not mount:
         yield False
         return
-    done = subprocess.run([mount, "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    done = subprocess.run(
+        [mount, "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=False, capture_output=True
+    )
     if done.returncode != 0:
         yield False
         return
@@ -543,7 +545,10 @@ def _python_for(uid: int) -> str | None:
             continue
         try:
             probe = subprocess.run(
-                [candidate, "-c", "pass"], preexec_fn=lambda: (os.setgid(uid), os.setuid(uid)), capture_output=True
+                [candidate, "-c", "pass"],
+                check=False,
+                preexec_fn=lambda: (os.setgid(uid), os.setuid(uid)),
+                capture_output=True,
             )
         except OSError:
             continue
@@ -580,6 +585,7 @@ def test_permission_denied_names_the_file_and_changes_nothing(tmp_path: Path) ->
             def run_as_nobody(*args: str) -> subprocess.CompletedProcess:
                 return subprocess.run(
                     [python, "-I", str(engine), *args, "--quiet"],
+                    check=False,
                     preexec_fn=lambda: (os.setgid(nobody), os.setuid(nobody)),
                     capture_output=True,
                     text=True,
@@ -658,7 +664,7 @@ def test_model_with_both_layouts_is_mistral_and_both_are_checked(tmp_path: Path)
 def test_parser_agrees_with_the_safetensors_library(tmp_path: Path) -> None:
     safetensors = pytest.importorskip("safetensors")
     pytest.importorskip("numpy")
-    tensors = mf.mistral_tensors(**dict(mf.SMALL, n_layers=1))
+    tensors = mf.mistral_tensors(**{**mf.SMALL, "n_layers": 1})
     written_by_library = tmp_path / "lib.safetensors"
     mf.write_safetensors_numpy(written_by_library, tensors)
     ours = ms.read_safetensors_header(written_by_library)
@@ -720,7 +726,12 @@ def test_expected_sha256_from_sha256sum_json_and_manifest(tmp_path: Path, mistra
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     # -I -S: isolated, without site-packages: the file must run on a bare Python's standard library.
     return subprocess.run(
-        [sys.executable, "-I", "-S", str(ENGINE), *args], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-I", "-S", str(ENGINE), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
 
 

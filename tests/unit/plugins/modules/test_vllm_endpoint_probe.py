@@ -346,7 +346,6 @@ def _service_for(kubeconfig: str, server: FakeVLLM) -> Iterator[tuple[str, objec
         api.delete_namespace(namespace, propagation_policy="Background")
 
 
-@pytest.mark.cluster
 def test_service_through_the_api_server_proxy() -> None:
     kubeconfig = _local_kubeconfig()
     if not kubeconfig:

@@ -19,6 +19,9 @@ BIN = Path(sys.executable).parent
 MODULE = "llmops.vllm.vllm_model_stage"
 
 
+CLI_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def ansible(args: dict, *flags: str) -> dict:
     """Run the module ad hoc against localhost and return its result (the json callback's host entry)."""
     env = dict(
@@ -27,8 +30,11 @@ def ansible(args: dict, *flags: str) -> dict:
         ANSIBLE_LOAD_CALLBACK_PLUGINS="true",
         ANSIBLE_PYTHON_INTERPRETER=sys.executable,
     )
+    # ansible-test units points PYTHONPATH at a stub ansible package; the real CLI must not see it.
+    env.pop("PYTHONPATH", None)
     done = subprocess.run(
         [str(BIN / "ansible"), "localhost", "-c", "local", "-m", MODULE, "-a", json.dumps(args), *flags],
+        check=False,
         capture_output=True,
         text=True,
         env=env,
@@ -103,7 +109,14 @@ def test_verify_only_mode_with_expected_sha256(tmp_path: Path, model: dict) -> N
 
 
 def test_ansible_doc_shows_complete_docs() -> None:
-    done = subprocess.run([str(BIN / "ansible-doc"), "--json", MODULE], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(BIN / "ansible-doc"), "--json", MODULE],
+        check=False,
+        env=CLI_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     entry = json.loads(done.stdout)[MODULE]
     doc = entry["doc"]
@@ -130,5 +143,7 @@ def test_ansible_doc_shows_complete_docs() -> None:
     assert "facts" in returned["manifest"]["contains"]
     assert "llmops.vllm.vllm_model_stage:" in entry["examples"]
 
-    text = subprocess.run([str(BIN / "ansible-doc"), MODULE], capture_output=True, text=True, timeout=120)
+    text = subprocess.run(
+        [str(BIN / "ansible-doc"), MODULE], check=False, env=CLI_ENV, capture_output=True, text=True, timeout=120
+    )
     assert text.returncode == 0 and "OPTIONS" in text.stdout and "RETURN VALUES" in text.stdout
