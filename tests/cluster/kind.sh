@@ -34,7 +34,7 @@ up() {
 
 down() {
   if [[ -f "$state/kwok.pid" ]]; then kill "$(cat "$state/kwok.pid")" 2>/dev/null || true; rm -f "$state/kwok.pid"; fi
-  [[ -x "$bin/kind" ]] && "$bin/kind" delete cluster --name "$name" >/dev/null 2>&1 || true
+  if [[ -x "$bin/kind" ]]; then "$bin/kind" delete cluster --name "$name" >/dev/null 2>&1 || true; fi
   rm -rf "$state"
 }
 
