@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     warm(src)
                 os.sync()  # no dirty pages of the previous run may slow this one down
-                seconds, _ = run_timed(tool_cmd(tool, src, dest, args.workers))
+                seconds, _unused = run_timed(tool_cmd(tool, src, dest, args.workers))
                 record(case, tool, seconds)
                 if tool.startswith("engine") and rep == 0 and case == "warm" and not same_tree(src, dest):
                     raise SystemExit(f"bench: the copy made by {tool} differs from the source")

@@ -317,7 +317,7 @@ def logs_served(kubectl: Kubectl, ns: str, pod: str, container: str) -> bool:
 
 
 def test_too_many_gpus_is_no_capacity(kubectl, kubeconfig, namespace, tmp_path):
-    result, _ = inject(
+    result, _unused = inject(
         kubectl,
         kubeconfig,
         tmp_path,
@@ -333,7 +333,7 @@ def test_too_many_gpus_is_no_capacity(kubectl, kubeconfig, namespace, tmp_path):
 
 
 def test_missing_gpu_toleration_is_named(kubectl, kubeconfig, namespace, tmp_path):
-    result, _ = inject(
+    result, _unused = inject(
         kubectl,
         kubeconfig,
         tmp_path,
@@ -350,7 +350,7 @@ def test_missing_gpu_toleration_is_named(kubectl, kubeconfig, namespace, tmp_pat
 
 def test_unmatched_node_selector_is_named(kubectl, kubeconfig, namespace, tmp_path):
     selector = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
-    result, _ = inject(
+    result, _unused = inject(
         kubectl,
         kubeconfig,
         tmp_path,
@@ -368,7 +368,7 @@ def test_unmatched_node_selector_is_named(kubectl, kubeconfig, namespace, tmp_pa
 
 
 def test_image_pull_back_off(kubectl, kubeconfig, namespace, tmp_path, fault_stages):
-    result, _ = inject(
+    result, _unused = inject(
         kubectl,
         kubeconfig,
         tmp_path,
@@ -392,7 +392,7 @@ def test_image_pull_back_off(kubectl, kubeconfig, namespace, tmp_path, fault_sta
 def test_failed_init_container_shows_its_log(kubectl, kubeconfig, clean_log_namespace, tmp_path):
     ns = clean_log_namespace
     name = f"init-{uuid.uuid4().hex[:5]}"
-    result, _ = inject(
+    result, _unused = inject(
         kubectl,
         kubeconfig,
         tmp_path,
@@ -416,7 +416,7 @@ def test_failed_init_container_shows_its_log(kubectl, kubeconfig, clean_log_name
 
 
 def test_oom_killed_explains_the_ram_volume(kubectl, kubeconfig, namespace, tmp_path, fault_stages):
-    result, _ = inject(
+    result, _unused = inject(
         kubectl,
         kubeconfig,
         tmp_path,
@@ -442,7 +442,7 @@ def test_oom_killed_explains_the_ram_volume(kubectl, kubeconfig, namespace, tmp_
 def test_crash_loop_shows_the_last_log_line_and_fix(kubectl, kubeconfig, clean_log_namespace, tmp_path):
     ns = clean_log_namespace
     name = f"crash-{uuid.uuid4().hex[:5]}"
-    result, _ = inject(
+    result, _unused = inject(
         kubectl,
         kubeconfig,
         tmp_path,
@@ -475,7 +475,7 @@ def test_download_job_refused_by_hugging_face_gets_the_token_hint(kubectl, kubec
     def pod_failed() -> bool:
         return any(p["status"].get("phase") == "Failed" for p in pods(kubectl, ns, f"job-name={name}"))
 
-    result, _ = inject(
+    result, _unused = inject(
         kubectl,
         kubeconfig,
         tmp_path,
@@ -502,7 +502,7 @@ def test_failed_job_without_logs_says_logs_are_unavailable(kubectl, kubeconfig, 
         job = kubectl.json("-n", namespace, "get", "job", "model-download")
         return any(c["type"] == "Failed" and c["status"] == "True" for c in job.get("status", {}).get("conditions", []))
 
-    result, _ = inject(
+    result, _unused = inject(
         kubectl,
         kubeconfig,
         tmp_path,
@@ -529,7 +529,7 @@ def test_server_that_never_becomes_ready_within_the_startup_budget(
             for p in pods(kubectl, namespace, "app=mistral")
         )
 
-    result, _ = inject(
+    result, _unused = inject(
         kubectl,
         kubeconfig,
         tmp_path,
@@ -569,7 +569,7 @@ def test_claim_against_a_storage_class_without_csi_driver(kubectl, kubeconfig, n
         },
     }
     try:
-        result, _ = inject(
+        result, _unused = inject(
             kubectl,
             kubeconfig,
             tmp_path,
@@ -598,7 +598,7 @@ def test_static_claim_naming_a_missing_pv(kubectl, kubeconfig, namespace, tmp_pa
             "resources": {"requests": {"storage": "1200Gi"}},
         },
     }
-    result, _ = inject(
+    result, _unused = inject(
         kubectl,
         kubeconfig,
         tmp_path,

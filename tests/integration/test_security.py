@@ -188,12 +188,12 @@ def live_objects(kubectl: Kubectl, ns: str) -> list[dict]:
 
 
 def test_deploy_at_vvv_never_prints_a_secret(deployed):
-    _, printed = deployed
+    _unused, printed = deployed
     assert not leaked(printed), "deploy.yml -vvv printed a secret"
 
 
 def test_secrets_live_only_in_their_secrets(kubectl, deployed):
-    ns, _ = deployed
+    ns, _unused = deployed
     objects = live_objects(kubectl, ns)
     assert not leaked(json.dumps(objects)), "a secret value sits in a non-Secret object"
     token = kubectl.json("-n", ns, "get", "secret", "hf-token")["data"]["token"]
@@ -202,12 +202,12 @@ def test_secrets_live_only_in_their_secrets(kubectl, deployed):
 
 
 def test_running_containers_cannot_escalate(kubectl, deployed):
-    ns, _ = deployed
+    ns, _unused = deployed
     objects = live_objects(kubectl, ns)
     assert_hardened([o for o in objects if o["kind"] in ("Deployment", "Job", "Pod")])
 
 
 def test_running_model_volume_is_read_only_where_only_read(kubectl, deployed):
-    ns, _ = deployed
+    ns, _unused = deployed
     objects = [o for o in live_objects(kubectl, ns) if o["kind"] in ("Deployment", "Job")]
     assert_model_volume_read_only(objects)
