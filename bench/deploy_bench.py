@@ -25,35 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-CLUSTER_SH = ROOT / "tests" / "cluster" / "cluster.sh"
-
-
-def kubeconfig() -> str:
-    """A kubeconfig reaching a real API server: KUBECONFIG if it answers, else the local control plane."""
-    existing = os.environ.get("KUBECONFIG")
-    kubectl = kubectl_binary()
-    if (
-        existing
-        and subprocess.run(
-            [kubectl, "--kubeconfig", existing, "version", "--request-timeout=5s"], check=False, capture_output=True
-        ).returncode
-        == 0
-    ):
-        return existing
-    subprocess.run(["bash", str(CLUSTER_SH), "up"], check=True, env={**os.environ, "KUBECONFIG": ""})
-    line = subprocess.run(["bash", str(CLUSTER_SH), "env"], capture_output=True, text=True, check=True).stdout
-    return line.strip().split("=", 1)[1]
-
-
-def kubectl_binary() -> str:
-    out = subprocess.run(
-        ["bash", "-c", f"source {ROOT}/tests/cluster/versions.env && cluster_bin_dir"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    local = Path(out) / "kubectl"
-    return str(local) if local.exists() else "kubectl"
+# The same cluster discovery as the tests: KUBECONFIG when it answers, else the local control plane.
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+from cluster_helpers import cluster_kubeconfig, kubectl_binary  # noqa: E402  # pylint: disable=wrong-import-position
 
 
 def models(count: int) -> list[dict]:
@@ -188,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(c) for c in args.models.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    bench = Bench(kubeconfig())
+    bench = Bench(cluster_kubeconfig())
 
     rows: dict[str, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -28,6 +28,16 @@ def reachable(kubeconfig: str) -> bool:
         return False
 
 
+def cluster_kubeconfig() -> str:
+    """A kubeconfig reaching a real API server: KUBECONFIG if it answers, else the local control plane (started)."""
+    existing = os.environ.get("KUBECONFIG")
+    if existing and reachable(existing):
+        return existing
+    subprocess.run(["bash", str(CLUSTER_SH), "up"], check=True, env={**os.environ, "KUBECONFIG": ""})
+    line = subprocess.run(["bash", str(CLUSTER_SH), "env"], capture_output=True, text=True, check=True).stdout
+    return line.strip().split("=", 1)[1]
+
+
 def kubectl_binary() -> str:
     env = subprocess.run(
         ["bash", "-c", f"source {ROOT}/tests/cluster/versions.env && cluster_bin_dir"],

@@ -7,22 +7,16 @@ scheduler built from Go modules, kwok nodes), or whatever KUBECONFIG already rea
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 
 import pytest
-from cluster_helpers import CLUSTER_SH, Kubectl, reachable, run_playbook  # noqa: F401  # pylint: disable=unused-import
+from cluster_helpers import CLUSTER_SH, Kubectl, cluster_kubeconfig, reachable, run_playbook  # noqa: F401  # pylint: disable=unused-import
 
 
 @pytest.fixture(scope="session")
 def kubeconfig() -> str:
     """Path of a kubeconfig that reaches a real API server; starts the local control plane if needed."""
-    existing = os.environ.get("KUBECONFIG")
-    if existing and reachable(existing):
-        return existing
-    subprocess.run(["bash", str(CLUSTER_SH), "up"], check=True, env={**os.environ, "KUBECONFIG": ""})
-    line = subprocess.run(["bash", str(CLUSTER_SH), "env"], capture_output=True, text=True, check=True).stdout
-    path = line.strip().split("=", 1)[1]
+    path = cluster_kubeconfig()
     os.environ["KUBECONFIG"] = path
     return path
 
