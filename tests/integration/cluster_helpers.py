@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,3 +84,21 @@ def run_playbook(
     if check and proc.returncode != 0:
         raise AssertionError(f"{playbook} failed rc={proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def apply_object(kubectl: Kubectl, obj: dict, manager: str = "llmops-test") -> subprocess.CompletedProcess:
+    """Server-side apply of one object under `manager`; the caller checks the result."""
+    return kubectl.run(
+        "apply", "--server-side", "--field-manager", manager, "-f", "-", input=json.dumps(obj), check=False
+    )
+
+
+def wait_until(predicate, timeout: float = 60, interval: float = 0.5):
+    """Poll `predicate` until it returns something truthy or `timeout` seconds pass; returns its last value."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()

@@ -5,32 +5,15 @@ These run against a real kube-apiserver (tests/cluster or KUBECONFIG); kwok only
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from cluster_helpers import CLUSTER_SH, Kubectl
+from cluster_helpers import CLUSTER_SH, wait_until
+from cluster_helpers import apply_object as apply
 
 GPU_TOLERATION = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-
-
-def apply(kubectl: Kubectl, obj: dict) -> subprocess.CompletedProcess:
-    return kubectl.run(
-        "apply", "--server-side", "--field-manager", "llmops-test", "-f", "-", input=json.dumps(obj), check=False
-    )
-
-
-def wait_until(predicate, timeout: float = 60, interval: float = 0.5):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def gpu_deployment(name: str, ns: str, gpus: int) -> dict:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cluster_helpers import BIN, ROOT, Kubectl, run_playbook
+from cluster_helpers import BIN, ROOT, Kubectl, apply_object, run_playbook, wait_until
 
 LOG_NAMESPACE = "llmops-faults"  # kwok.yaml serves canned logs for pods here
 FAULT_LABEL = "llmops.test/fault"
@@ -121,20 +121,8 @@ def clean_log_namespace(kubectl: Kubectl, log_namespace: str):
 
 
 def apply(kubectl: Kubectl, obj: dict) -> None:
-    proc = kubectl.run(
-        "apply", "--server-side", "--field-manager", "llmops-test", "-f", "-", input=json.dumps(obj), check=False
-    )
+    proc = apply_object(kubectl, obj)
     assert proc.returncode == 0, proc.stderr
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.5):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def pods(kubectl: Kubectl, ns: str, selector: str) -> list[dict]:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cluster_helpers import BIN, CLUSTER_SH, ROOT, Kubectl, kubectl_binary, run_playbook
+from cluster_helpers import BIN, CLUSTER_SH, ROOT, Kubectl, kubectl_binary, run_playbook, wait_until
+from cluster_helpers import apply_object as apply
 
 # Ports of the throw-away control plane (the harness test in test_cluster.py uses 26xxx).
 OWN_API_PORT, OWN_ETCD_PORT, OWN_PORT_OFFSET = 27443, 27379, 11000
@@ -83,12 +84,6 @@ def own_cluster(tmp_path_factory):
         yield cluster
     finally:
         cluster.down()
-
-
-def apply(kubectl: Kubectl, obj: dict, manager: str = "llmops-test") -> subprocess.CompletedProcess:
-    return kubectl.run(
-        "apply", "--server-side", "--field-manager", manager, "-f", "-", input=json.dumps(obj), check=False
-    )
 
 
 def wait_module(kubeconfig: str, tmp_path: Path, **args) -> subprocess.Popen:
@@ -188,16 +183,6 @@ def recap_changed(proc: subprocess.CompletedProcess) -> int:
     found = re.search(r"localhost\s*:\s*ok=\d+\s+changed=(\d+)", proc.stdout)
     assert found, proc.stdout[-3000:]
     return int(found.group(1))
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.5):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def inventory(kubectl: Kubectl, ns: str) -> dict[str, dict[str, str]]:
