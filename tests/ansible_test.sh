@@ -28,6 +28,11 @@ shift
 layout="$root/.build/ansible-test/$command/ansible_collections"
 dest="$layout/llmops/vllm"
 
+# Two runs of the same command in one checkout would delete each other's copy mid-run: the second one waits.
+mkdir -p "$root/.build/ansible-test"
+exec 9>"$root/.build/ansible-test/$command.lock"
+flock -n 9 || { echo "ansible_test: waiting for another '$command' run in this checkout" >&2; flock 9; }
+
 copy_collection() {
   rm -rf "$dest"
   mkdir -p "$dest"

@@ -1,21 +1,16 @@
 """llmops.vllm.vllm_endpoint_probe through Ansible itself: `ansible localhost -m ...`, `ansible-doc`, and
-playbooks/probe.yml, against the fake vLLM server (tests/vllm_fake_server.py) over real HTTP.
+playbooks/probe.yml, against the fake vLLM server (tests/vllm_fake_server.py) over real HTTP on localhost.
 
-The last test reaches the fake server through a real Kubernetes API server's service proxy; it runs when the
-local control plane (tests/cluster) is up and is skipped otherwise.
+Probing through a real API server's service proxy needs a cluster: tests/integration/test_probe_proxy.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -269,144 +264,7 @@ def test_probe_playbook_against_a_url(fake_vllm: FakeVLLM) -> None:
     assert len(fake_vllm.requests_to("/metrics")) == 1
 
 
-# ---------------------------------------------------------------------------------------------- service proxy
-
-
-def _local_kubeconfig() -> str | None:
-    """A kubeconfig for an API server on this machine (only such a one can proxy to a server started here)."""
-    candidates = [os.environ.get("KUBECONFIG", "")]
-    line = subprocess.run(
-        ["bash", str(ROOT / "tests/cluster/cluster.sh"), "env"], capture_output=True, check=False, text=True
-    )
-    if line.returncode == 0 and "=" in line.stdout:
-        candidates.append(line.stdout.strip().split("=", 1)[1])
-    kubernetes = pytest.importorskip("kubernetes")
-    for path in filter(None, candidates):
-        if not Path(path).is_file():
-            continue
-        try:
-            client = kubernetes.config.new_client_from_config(config_file=path)
-            host = client.configuration.host
-            if ipaddress.ip_address(socket.gethostbyname(host.split("//")[1].rsplit(":", 1)[0])).is_loopback:
-                kubernetes.client.VersionApi(client).get_code(_request_timeout=5)
-                return path
-        except Exception:  # noqa: BLE001  (unreachable or unusable: try the next one)
-            continue
-    return None
-
-
-def _interface_address() -> str | None:
-    """An IPv4 address of this machine that the API server may proxy to (not loopback, not link-local)."""
-    import fcntl
-    import struct
-
-    for _index, name in socket.if_nameindex():
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            try:
-                packed = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))  # SIOCGIFADDR
-            except OSError:
-                continue
-        address = ipaddress.ip_address(socket.inet_ntoa(packed[20:24]))
-        if not (address.is_loopback or address.is_link_local):
-            return str(address)
-    return None
-
-
-@contextlib.contextmanager
-def _service_for(kubeconfig: str, server: FakeVLLM) -> Iterator[tuple[str, object]]:
-    """A namespace with Service `mistral` (port 8080) whose one endpoint is ``server``, Service `empty` whose
-    selector matches no pod, and Service `bare` without selector or endpoints.
-
-    The API server proxies only to addresses of pods, so a pod bound to a node that does not exist (nothing runs
-    it) carries the server's address.
-    """
-    kubernetes = pytest.importorskip("kubernetes")
-    api = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(config_file=kubeconfig))
-    namespace = f"t-probe-{uuid.uuid4().hex[:8]}"
-    api.create_namespace({"metadata": {"name": namespace}})
-    try:
-        pod = {
-            "metadata": {"name": "vllm-0"},
-            "spec": {"nodeName": "no-such-node", "containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.9.0"}]},
-        }
-        api.create_namespaced_pod(namespace, pod)
-        status = {"phase": "Running", "podIP": server.host, "podIPs": [{"ip": server.host}]}
-        api.patch_namespaced_pod_status("vllm-0", namespace, {"status": status})
-        port = {"name": "http", "port": 8080, "targetPort": server.port}
-        for name, selector in (("mistral", None), ("bare", None), ("empty", {"app": "nothing-matches"})):
-            spec = {"ports": [port], "selector": selector}
-            api.create_namespaced_service(namespace, {"metadata": {"name": name}, "spec": spec})
-        subset = {
-            "addresses": [{"ip": server.host, "targetRef": {"kind": "Pod", "name": "vllm-0", "namespace": namespace}}],
-            "ports": [{"name": "http", "port": server.port}],
-        }
-        api.create_namespaced_endpoints(namespace, {"metadata": {"name": "mistral"}, "subsets": [subset]})
-        yield namespace, api
-    finally:
-        api.delete_namespace(namespace, propagation_policy="Background")
-
-
-def test_service_through_the_api_server_proxy() -> None:
-    kubeconfig = _local_kubeconfig()
-    if not kubeconfig:
-        pytest.skip("no API server on this machine (make cluster-up starts one)")
-    address = _interface_address()
-    if not address:
-        pytest.skip("no non-loopback IPv4 address for the API server to proxy to")
-    env = {"KUBECONFIG": kubeconfig}
-    with FakeVLLM(host=address) as server, _service_for(kubeconfig, server) as (namespace, _api):
-        service = {"name": "mistral", "namespace": namespace, "port": 8080}
-        checks = ["health", "models", "version", "chat", "tool_call", "stream", "metrics"]
-        result = ansible({"service": service, "checks": checks, "load": {"requests": 4}}, env=env)
-        assert result.get("failed") is not True, result.get("msg")
-        assert result["service"] == f"{namespace}/mistral:8080"
-        assert result["url"].endswith(f"/api/v1/namespaces/{namespace}/services/mistral:8080/proxy")
-        assert result["model"] == DEFAULT_MODEL and result["ttft_ms"] > 0 and result["load"]["errors"] == 0
-        assert len(server.requests_to("/v1/chat/completions")) == 3 + 4
-
-        # Port by name, and the playbook's Service path.
-        assert ansible({"service": dict(service, port="http"), "checks": ["health"]}, env=env).get("failed") is None
-        done = subprocess.run(
-            [
-                str(BIN / "ansible-playbook"),
-                str(ROOT / "playbooks" / "probe.yml"),
-                "-e",
-                f"probe_namespace={namespace}",
-                "-e",
-                "probe_service=mistral",
-                "-e",
-                "probe_wait_timeout=10",
-            ],
-            capture_output=True,
-            check=False,
-            text=True,
-            env=dict(os.environ, ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_NOCOLOR="1", **env),
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-        assert f'"{namespace}/mistral:8080: {DEFAULT_MODEL} (vLLM 0.9.0)"' in done.stdout
-        assert "no load test (set probe_load)" in done.stdout
-
-        # No ready pod behind a Service: the API server's 503 is "not ready yet" until wait_timeout; so is a
-        # Service whose endpoints are not recorded yet (404 for its Endpoints, not for the Service).
-        empty = ansible({"service": dict(service, name="empty"), "wait_timeout": 1.5, "poll_interval": 0.3}, env=env)
-        assert (empty["failed_check"], empty["reason"]) == ("health", "not_ready")
-        assert "no endpoints available for service" in empty["msg"] and "not ready after 1.5 s" in empty["msg"]
-        bare = ansible({"service": dict(service, name="bare")}, env=env)
-        assert bare["reason"] == "not_ready" and "exists but has no endpoints yet" in bare["msg"]
-
-        missing = ansible({"service": dict(service, name="nope")}, env=env)
-        assert missing["reason"] == "service_not_found" and 'services "nope" not found' in missing["msg"]
-
-        # vLLM behind --api-key: the API server does not pass an Authorization header on.
-        server.config.api_key = "s3cret"
-        keyed = ansible({"service": service}, env=env)
-        assert keyed["reason"] == "unauthorized" and "service proxy drops the Authorization header" in keyed["msg"]
-
-        # Credentials the API server rejects.
-        host = _api.api_client.configuration.host
-        bogus = ansible({"service": service, "host": host, "api_key": "bogus", "validate_certs": False}, env=env)
-        assert bogus["reason"] == "unauthorized" and "Kubernetes API server rejected the credentials" in bogus["msg"]
+# ---------------------------------------------------------------------------------------------- service
 
 
 def test_service_without_a_kubeconfig_says_so(tmp_path: Path) -> None:
