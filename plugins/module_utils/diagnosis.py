@@ -33,6 +33,8 @@ import time
 import typing as t
 from datetime import datetime
 
+from ansible_collections.llmops.vllm.plugins.module_utils.model_stage import manifest_from_log
+
 # Machine-readable reasons a Finding can carry.
 REASONS = (
     "unschedulable_no_capacity",
@@ -56,6 +58,8 @@ REASONS = (
 )
 
 _GI = 1024**3
+# The staging engine prints its manifest last on stdout; stderr may interleave a progress line or two after it.
+MANIFEST_TAIL_LINES = 20
 _IMAGE_PULL_WAITING = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 _CONFIG_WAITING = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
 # ErrImagePull is final (no back-off needed to be sure) when the registry said one of these.
@@ -1521,6 +1525,40 @@ class DeploymentWatch:
                 self._logs[cache_key] = entry
             out[ref.key] = self._logs[cache_key]
         return out
+
+    def job_manifest(self, job: str, container: str = "model-download") -> dict[str, t.Any]:
+        """The staging engine's manifest from the log of ``job``'s succeeded pod (its last ``MANIFEST`` line).
+
+        Returns ``{"manifest": dict | None, "pod": str | None, "error": str | None}``; a log that cannot be
+        read, or holds no manifest line, gives ``manifest: None`` and says why in ``error``.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            pods = self._items(
+                self.core.list_namespaced_pod, self.namespace, label_selector=f"batch.kubernetes.io/job-name={job}"
+            )
+        except ApiException as exc:
+            return {"manifest": None, "pod": None, "error": _api_error_text(exc)}
+        succeeded = [p for p in pods if _get(p, "status", "phase") == "Succeeded"]
+        if not succeeded:
+            return {"manifest": None, "pod": None, "error": f"Job {job} has no succeeded pod left to read"}
+        pod = _name(max(succeeded, key=lambda p: _get(p, "metadata", "creationTimestamp", default="")))
+        try:
+            text = self.core.read_namespaced_pod_log(
+                pod,
+                self.namespace,
+                container=container,
+                tail_lines=MANIFEST_TAIL_LINES,
+                _request_timeout=self.request_timeout,
+            )
+        except ApiException as exc:
+            return {"manifest": None, "pod": pod, "error": _api_error_text(exc)}
+        except Exception as exc:  # noqa: BLE001 - an unreadable log is reported, not raised
+            return {"manifest": None, "pod": pod, "error": _one_line(str(exc), 160)}
+        manifest = manifest_from_log(str(text or "").splitlines())
+        error = None if manifest else f"the log of pod {pod} container {container} holds no manifest line"
+        return {"manifest": manifest, "pod": pod, "error": error}
 
     # -- the loop
     def run(self, timeout: float, once: bool = False) -> WaitResult:

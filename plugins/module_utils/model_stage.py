@@ -46,6 +46,8 @@ except ImportError:  # pragma: no cover
 ENGINE = "llmops.vllm.model_stage"
 SCHEMA_VERSION = 1
 MANIFEST_NAME = ".llmops-manifest.json"
+# The CLI's last line on stdout: this prefix, then the manifest as one JSON object.
+MANIFEST_PREFIX = "MANIFEST "
 PARTIAL_DIR = ".partial"
 HF_ENDPOINT = "https://huggingface.co"
 
@@ -1968,8 +1970,25 @@ def _download_file(
 
 def _print_manifest(manifest: Mapping[str, Any], out: IO[str]) -> None:
     sys.stderr.flush()
-    out.write("MANIFEST " + json.dumps(manifest, separators=(",", ":"), sort_keys=True) + "\n")
+    out.write(MANIFEST_PREFIX + json.dumps(manifest, separators=(",", ":"), sort_keys=True) + "\n")
     out.flush()
+
+
+def manifest_from_log(lines: Iterable[str]) -> dict[str, Any] | None:
+    """The manifest the CLI printed, from its output (a container log): the last ``MANIFEST {...}`` line.
+
+    ``None`` when there is no such line or the last one is not a whole JSON object (a cut-off log).
+    """
+    for line in reversed(list(lines)):
+        line = line.rstrip("\r\n")
+        if not line.startswith(MANIFEST_PREFIX):
+            continue
+        try:
+            manifest = json.loads(line[len(MANIFEST_PREFIX) :])
+        except ValueError:
+            return None
+        return manifest if isinstance(manifest, dict) else None
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: vllm_model_stage
-short_description: Verify model weights and stage them to another directory, in parallel, atomically and idempotently
+short_description: Verify model weights and stage them, locally (parallel, atomic, idempotent) or onto a cluster volume
 version_added: 0.1.0
 author:
   - llmops.vllm maintainers (@llmops)
@@ -29,12 +29,23 @@ description:
   - The same engine runs in the model download Job and in the init container that copies weights into a RAM
     volume, so all three report the same manifest.
   - Runs on the host that sees the files (the control node, or a host that mounts the file system).
+  - "Cluster-side mode: with O(pvc) instead of O(src), makes sure the model is complete on that volume of the
+    cluster, through the same download Job the C(llmops.vllm.model_download) role runs (the staging engine in
+    the ConfigMap O(stage_configmap), running C(model_stage.py download) onto the claim). A Job named O(job_name)
+    that is Complete is reused (RV(changed=false)); a running one is waited for; without one, the ConfigMap and the
+    Job are created by server-side apply (field manager C(llmops-vllm)) and waited for. The result carries the
+    manifest the Job printed as the last line of its log, so both modes report the same RV(manifest)."
+  - The wait stops at the first certain failure and names it in one line, as M(llmops.vllm.vllm_wait) does (a
+    failed Job, Hugging Face refusing the token, an image that cannot be pulled, a pod that cannot be scheduled,
+    a claim that does not bind).
+extends_documentation_fragment:
+  - kubernetes.core.k8s_auth_options
 options:
   src:
     description:
-      - Directory holding the model to verify and, with O(dest), to copy.
+      - Directory holding the model to verify and, with O(dest), to copy (local mode).
+      - Exactly one of O(src) and O(pvc) is required.
     type: path
-    required: true
   dest:
     description:
       - Directory to create or replace with a verified copy of O(src).
@@ -80,17 +91,90 @@ options:
       - Without it such a directory is left untouched and the task fails.
     type: bool
     default: false
+  pvc:
+    description:
+      - PersistentVolumeClaim of the model volume (cluster-side mode), mounted at C(/models) in the download Job.
+      - The claim must exist in O(namespace) (the C(llmops.vllm.storage) role creates it).
+    type: str
+  namespace:
+    description:
+      - Namespace of O(pvc) and of the download Job. Required with O(pvc); ignored in local mode.
+    type: str
+  path:
+    description:
+      - Directory of the model inside the volume, relative to its root, for example V(mistral-7b-v0-3) (the Job
+        writes C(/models/<path>)). Required with O(pvc).
+    type: str
+  hf_repo:
+    description:
+      - Hugging Face repository to download, for example V(mistralai/Mistral-7B-Instruct-v0.3). Required with O(pvc).
+    type: str
+  hf_revision:
+    description:
+      - Branch, tag or commit of O(hf_repo). When omitted, V(main).
+    type: str
+  hf_files:
+    description:
+      - Files (names or glob patterns) to download; when omitted, every file of the revision.
+    type: list
+    elements: str
+  hf_token_secret:
+    description:
+      - Secret in O(namespace) holding the Hugging Face token (optional in the Job, so public models need none).
+        When omitted, V(hf-token).
+    type: str
+  hf_token_key:
+    description:
+      - Key of the token in O(hf_token_secret). When omitted, V(token).
+    type: str
+  hf_endpoint:
+    description:
+      - Hugging Face Hub URL or mirror. When omitted, C(https://huggingface.co).
+    type: str
+  image:
+    description:
+      - Image with C(python3) (3.8 or later) that runs the staging engine. When omitted, V(python:3.11-slim).
+    type: str
+  job_name:
+    description:
+      - Name of the download Job to reuse or create. When omitted, V(model-download), the Job of the
+        C(llmops.vllm.model_download) role's first model, so this module and the role share it.
+      - A Job of that name that downloads something else (another repository, files, directory or claim) is an
+        error, not replaced.
+    type: str
+  stage_configmap:
+    description:
+      - ConfigMap carrying the staging engine (shared with the servers' init containers). When omitted,
+        V(llmops-model-stage).
+    type: str
+  tolerations:
+    description:
+      - Tolerations of the download pod.
+    type: list
+    elements: dict
+  node_selector:
+    description:
+      - Node selector of the download pod.
+    type: dict
+  timeout:
+    description:
+      - Seconds to wait for the Job to complete before failing with reason C(timeout); V(0) looks once and returns
+        without waiting. When omitted, 7200.
+    type: int
 attributes:
   check_mode:
     description: Can run in check mode and return the changed status prediction without modifying the target.
     support: full
     details:
       - Verifies O(src) and the free space, and returns in RV(copied_files) what would be copied.
+      - In cluster-side mode, creates nothing and returns in RV(applied) what would be created; a Complete Job's
+        manifest is still read back, a running Job is looked at once.
   diff_mode:
     description: Returns details on what has changed (or would change in check mode) when in diff mode.
     support: full
     details:
       - The diff lists the files (size, modification time, sha256 when known) of O(dest) before and after.
+      - In cluster-side mode, the diff lists the objects created.
   idempotent:
     description:
       - When run twice in a row outside check mode, with the same arguments, the second run reports no change.
@@ -107,7 +191,13 @@ notes:
     V(foreign_dest), V(source_changed), V(bad_input), V(io_error).
   - Only safetensors weights are supported.
   - The manifest records the modification times of O(src); the copy keeps them.
+  - In cluster-side mode, failures carry RV(reason), RV(object) and RV(evidence) like M(llmops.vllm.vllm_wait)'s, with
+    these reasons besides its own, V(bad_input), V(job_mismatch), V(apply_failed), V(api_error) and
+    V(manifest_unavailable) (the Job is Complete but its log, and so its manifest, is gone; delete the Job and run
+    again, the download then verifies the volume and exits at once).
+  - The cluster-side mode needs the C(kubernetes) Python library; the local mode does not.
 seealso:
+  - module: llmops.vllm.vllm_wait
   - name: safetensors format
     description: The file format whose headers this module checks.
     link: https://huggingface.co/docs/safetensors/index
@@ -141,6 +231,20 @@ EXAMPLES = r"""
     verify_sha256: true
     write_manifest: true
 
+- name: Make sure the model is complete on the FSx volume of the cluster, and get its manifest
+  llmops.vllm.vllm_model_stage:
+    pvc: fsx-models
+    namespace: vllm
+    path: mistral-7b-v0-3
+    hf_repo: mistralai/Mistral-7B-Instruct-v0.3
+    hf_files: [consolidated.safetensors, params.json, tokenizer.model.v3]
+    timeout: 3600
+  register: on_volume
+
+- name: Size the server from what is on the volume
+  ansible.builtin.debug:
+    msg: "{{ on_volume.manifest.total_bytes }} bytes, {{ on_volume.manifest.facts.num_layers }} layers"
+
 - name: What would be copied, without copying
   llmops.vllm.vllm_model_stage:
     src: /fsx/models/mistral-7b-v0-3
@@ -151,18 +255,22 @@ EXAMPLES = r"""
 
 RETURN = r"""
 changed:
-  description: Whether O(dest) was (or in check mode would be) replaced, or a manifest written in verify-only mode.
+  description:
+    - Whether O(dest) was (or in check mode would be) replaced, or a manifest written in verify-only mode.
+    - In cluster-side mode, whether the download Job was (or would be) created.
   returned: always
   type: bool
 dest:
   description: The directory that holds the verified model; O(src) in verify-only mode.
-  returned: success
+  returned: success in local mode
   type: str
   sample: /mnt/nvme/models/mistral-7b-v0-3
 manifest:
   description:
     - The manifest of the verified model, as written to C(.llmops-manifest.json).
     - In check mode, the manifest the copy would get.
+    - In cluster-side mode, the manifest the download Job printed as the last line of its log (C(source) names the
+      repository, revision and commit); null in check mode when the Job does not exist or is still running.
   returned: success
   type: dict
   contains:
@@ -222,25 +330,82 @@ manifest:
     created:
       description: When the manifest was made (UTC, ISO 8601).
       type: str
+namespace:
+  description: Namespace of the claim and the Job (cluster-side mode).
+  returned: success in cluster-side mode
+  type: str
+  sample: vllm
+pvc:
+  description: The claim of the model volume (cluster-side mode).
+  returned: success in cluster-side mode
+  type: str
+  sample: fsx-models
+path:
+  description: Directory of the model inside the volume (cluster-side mode).
+  returned: success in cluster-side mode
+  type: str
+  sample: mistral-7b-v0-3
+job:
+  description: Name of the download Job reused or created (cluster-side mode).
+  returned: always in cluster-side mode
+  type: str
+  sample: model-download
+applied:
+  description:
+    - Objects created by server-side apply (in check mode, that would be), as C(Kind/name); empty when the Job was
+      reused.
+  returned: always in cluster-side mode
+  type: list
+  elements: str
+  sample: [ConfigMap/llmops-model-stage, Job/model-download]
+pod:
+  description: The Job's succeeded pod whose log the manifest was read from (cluster-side mode).
+  returned: when the Job completed
+  type: str
+  sample: model-download-x7k2p
+states:
+  description: The claim's and the Job's state when the module stopped, as M(llmops.vllm.vllm_wait) reports them.
+  returned: when the module waited or looked
+  type: dict
+  sample:
+    done: true
+    jobs:
+      model-download: {status: Complete, done: true, active: 0, succeeded: 1, failed: 0}
+    pvcs:
+      fsx-models: {status: Bound, done: true, volume: fsx-pv}
+reason:
+  description: Machine-readable cause of a cluster-side failure (see the notes and M(llmops.vllm.vllm_wait)).
+  returned: failure in cluster-side mode
+  type: str
+  sample: job_auth
+object:
+  description: The object a cluster-side failure was found on, as C(Kind/name).
+  returned: failure in cluster-side mode
+  type: str
+  sample: Job/model-download
+evidence:
+  description: What a cluster-side failure's diagnosis rests on (the Job condition, container status, last log lines).
+  returned: failure in cluster-side mode
+  type: dict
 copied_files:
   description: Files copied from O(src) (in check mode, that would be copied).
-  returned: success
+  returned: success in local mode
   type: list
   elements: str
   sample: [consolidated.safetensors, params.json, tokenizer.model.v3]
 reused_files:
   description: Files unchanged since the previous staging, hard-linked from the previous O(dest) instead of copied.
-  returned: success
+  returned: success in local mode
   type: list
   elements: str
 removed_files:
   description: Files in the previous O(dest) that are not in O(src) and are gone from the new copy.
-  returned: success
+  returned: success in local mode
   type: list
   elements: str
 bytes_copied:
   description: Bytes copied (in check mode, that would be copied).
-  returned: success
+  returned: success in local mode
   type: int
   sample: 14496666216
 elapsed_ms:
@@ -250,12 +415,12 @@ elapsed_ms:
   sample: 7412.5
 throughput_bytes_per_s:
   description: RV(bytes_copied) divided by the elapsed time (verification included); 0 when nothing was copied.
-  returned: success
+  returned: success in local mode
   type: int
   sample: 1955733000
 details:
   description: On failure, the problem as data.
-  returned: failure
+  returned: failure in local mode
   type: dict
   contains:
     path:
@@ -271,11 +436,15 @@ details:
     actual_size: 9663676416
 """
 
+import copy
+
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.llmops.vllm.plugins.module_utils.model_stage import ModelStageError, stage, verify
 
-ARGUMENT_SPEC = {
-    "src": {"type": "path", "required": True},
+LOCAL_OPTIONS = {
+    "src": {"type": "path"},
     "dest": {"type": "path"},
     "workers": {"type": "int"},
     "verify_sha256": {"type": "bool", "default": False},
@@ -284,6 +453,38 @@ ARGUMENT_SPEC = {
     "write_manifest": {"type": "bool", "default": False},
     "force": {"type": "bool", "default": False},
 }
+CLUSTER_OPTIONS = {
+    "pvc": {"type": "str"},
+    "path": {"type": "str"},
+    "hf_repo": {"type": "str"},
+    "hf_revision": {"type": "str"},
+    "hf_files": {"type": "list", "elements": "str"},
+    "hf_token_secret": {"type": "str", "no_log": False},
+    "hf_token_key": {"type": "str", "no_log": False},
+    "hf_endpoint": {"type": "str"},
+    "image": {"type": "str"},
+    "job_name": {"type": "str"},
+    "stage_configmap": {"type": "str"},
+    "tolerations": {"type": "list", "elements": "dict"},
+    "node_selector": {"type": "dict"},
+    "timeout": {"type": "int"},
+}
+
+
+def argspec() -> dict:
+    """Local options, cluster options, and kubernetes.core's connection options (used by the cluster mode)."""
+    spec = copy.deepcopy(AUTH_ARG_SPEC)
+    spec.update(copy.deepcopy(LOCAL_OPTIONS))
+    spec.update(copy.deepcopy(CLUSTER_OPTIONS))
+    # namespace is not exclusive with src: module_defaults of the action group may set it for every module.
+    spec["namespace"] = {"type": "str"}
+    return spec
+
+
+# One mode per task: src (files on this host) or pvc (files on a volume of the cluster).
+MUTUALLY_EXCLUSIVE = [["src", "pvc"]]
+MUTUALLY_EXCLUSIVE += [["pvc", option] for option in LOCAL_OPTIONS if option != "src"]
+MUTUALLY_EXCLUSIVE += [["src", option] for option in CLUSTER_OPTIONS if option != "pvc"]
 
 
 def _expected_sha256(module: AnsibleModule):
@@ -313,8 +514,8 @@ def run_local(module: AnsibleModule) -> dict:
     )
 
 
-def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+def main_local(module: AnsibleModule) -> None:
+    """Local mode: stage or verify files on this host."""
     try:
         result = run_local(module)
     except ModelStageError as err:
@@ -329,6 +530,64 @@ def main() -> None:
             **diff,
         }
     module.exit_json(**result)
+
+
+def main_cluster(module: AnsibleK8SModule) -> None:
+    """Cluster-side mode: make sure the model is complete on the volume, through the download Job."""
+    from ansible_collections.llmops.vllm.plugins.module_utils.model_download import (
+        DownloadInputError,
+        StageFailure,
+        check_request,
+        ensure_model,
+    )
+
+    try:
+        request = check_request(module.params)
+    except DownloadInputError as err:
+        module.fail_json(msg=str(err), reason="bad_input")
+    module.requires("kubernetes")
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
+
+    try:
+        api_client = get_api_client(module).client.client
+    except CoreException as exc:
+        module.fail_json(msg=f"cannot reach the Kubernetes API: {exc}", reason="api_unreachable")
+    try:
+        result = ensure_model(api_client, request, check_mode=module.check_mode)
+    except StageFailure as failure:
+        finding = failure.finding
+        module.fail_json(
+            msg=finding.message,
+            reason=finding.reason,
+            object=finding.object,
+            evidence=finding.evidence,
+            **failure.result,
+        )
+    if module._diff:
+        result["diff"] = {
+            "before_header": f"namespace {request['namespace']} (before)",
+            "after_header": f"namespace {request['namespace']} (after)",
+            "before": "",
+            "after": "".join(f"{ref}: server-side apply\n" for ref in result["applied"]),
+        }
+    module.exit_json(**result)
+
+
+def main() -> None:
+    # The kubernetes library is needed (and checked) only by the cluster-side mode.
+    module = AnsibleK8SModule(
+        module_class=AnsibleModule,
+        argument_spec=argspec(),
+        mutually_exclusive=MUTUALLY_EXCLUSIVE,
+        required_one_of=[["src", "pvc"]],
+        supports_check_mode=True,
+        check_k8s=False,
+        check_pyyaml=False,
+    )
+    if module.params["pvc"] is not None:
+        main_cluster(module)
+    main_local(module)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ description:
     that does not become Ready within O(startup_budget)."
   - Reads only; polls about once a second with one API client and fetches nodes, storage objects and logs
     only when a diagnosis needs them.
+  - For every Job that completed, reads the manifest that the collection's download Job prints as its last log
+    line (files, bytes, format, model facts) and returns it in RV(manifests).
 author:
   - llmops.vllm maintainers (@llmops-vllm)
 extends_documentation_fragment:
@@ -181,6 +183,19 @@ object:
   returned: failure
   type: str
   sample: Pod/mistral-6d9f7c5b8-x2x7q
+manifests:
+  description:
+    - Per Job that is Complete, the manifest the staging engine printed as the last line of its log (the same
+      dictionary as RV(llmops.vllm.vllm_model_stage#module:manifest)); null when the log cannot be read any more
+      or the Job does not run the staging engine.
+  returned: success
+  type: dict
+  sample:
+    model-download:
+      format: mistral
+      file_count: 3
+      total_bytes: 14496666118
+      facts: {num_layers: 32, hidden_size: 4096, dtype: bfloat16, parameter_count: 7248023552}
 evidence:
   description: What the diagnosis rests on, for example the event, the container status, the last log lines.
   returned: failure
@@ -257,7 +272,13 @@ def main() -> None:
         module.fail_json(
             msg=finding.message, reason=finding.reason, object=finding.object, evidence=finding.evidence, **common
         )
-    module.exit_json(**common)
+    # The download Jobs' manifests (files, bytes, format, model facts), read back from their logs.
+    manifests = {
+        name: watch.job_manifest(name)["manifest"]
+        for name, state in result.states.get("jobs", {}).items()
+        if state.get("done")
+    }
+    module.exit_json(manifests=manifests, **common)
 
 
 if __name__ == "__main__":

@@ -120,18 +120,15 @@ def test_ansible_doc_shows_complete_docs() -> None:
     assert done.returncode == 0, done.stderr
     entry = json.loads(done.stdout)[MODULE]
     doc = entry["doc"]
-    assert set(doc["options"]) == {
-        "src",
-        "dest",
-        "workers",
-        "verify_sha256",
-        "sha256",
-        "required_free_bytes",
-        "write_manifest",
-        "force",
-    }
-    assert all(option.get("description") and option.get("type") for option in doc["options"].values())
-    assert doc["options"]["src"]["required"] is True
+    local = {"src", "dest", "workers", "verify_sha256", "sha256", "required_free_bytes", "write_manifest", "force"}
+    cluster = {"pvc", "namespace", "path", "hf_repo", "hf_revision", "hf_files", "hf_token_secret", "hf_token_key"}
+    cluster |= {"hf_endpoint", "image", "job_name", "stage_configmap", "tolerations", "node_selector", "timeout"}
+    connection = {"kubeconfig", "context", "host", "api_key", "validate_certs"}  # kubernetes.core's, among others
+    assert local | cluster | connection <= set(doc["options"])
+    assert all(option.get("description") for option in doc["options"].values())
+    assert all(doc["options"][name].get("type") for name in local | cluster)
+    # One of src (local files) and pvc (a cluster volume) is required; neither is on its own.
+    assert not doc["options"]["src"].get("required") and not doc["options"]["pvc"].get("required")
     assert {name: doc["attributes"][name]["support"] for name in ("check_mode", "diff_mode", "idempotent")} == {
         "check_mode": "full",
         "diff_mode": "full",
@@ -139,6 +136,8 @@ def test_ansible_doc_shows_complete_docs() -> None:
     }
     returned = entry["return"]
     for key in ("changed", "manifest", "copied_files", "bytes_copied", "elapsed_ms", "throughput_bytes_per_s", "dest"):
+        assert returned[key]["description"], key
+    for key in ("job", "applied", "pod", "states", "reason", "object", "evidence"):  # cluster-side mode
         assert returned[key]["description"], key
     assert "facts" in returned["manifest"]["contains"]
     assert "llmops.vllm.vllm_model_stage:" in entry["examples"]

@@ -1,0 +1,400 @@
+# Copyright (c) 2025, llmops.vllm maintainers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""The model download on the cluster: its objects, and making sure a model is complete on a volume.
+
+- :func:`download_job` and :func:`stage_configmap` build the objects of the download step exactly as the
+  ``model_download`` role's template does (``roles/model_download/templates/objects.yml.j2``; a test renders
+  both and compares them): the staging engine as a ConfigMap, and a Job running
+  ``python3 model_stage.py download`` onto the claim, which prints the manifest as its last log line.
+- :func:`ensure_model` is ``vllm_model_stage``'s cluster-side mode: reuse the Job of that name or create it
+  (server-side apply, field manager ``llmops-vllm``), wait with :class:`diagnosis.DeploymentWatch` (which
+  names the cause of a failure in one line), and read the manifest back from the Job's log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import typing as t
+
+from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import DeploymentWatch, Finding, Settings
+
+FIELD_MANAGER = "llmops-vllm"
+TEMPLATE_HASH = "llmops.vllm/pod-template-hash"
+CONTAINER = "model-download"
+VOLUME_ROOT = "/models"
+ENGINE_MOUNT = "/opt/llmops"
+# The model_download role's defaults, so that a Job made here is the Job deploy makes for the same model.
+DEFAULTS: dict[str, t.Any] = {
+    "job_name": "model-download",
+    "image": "python:3.11-slim",
+    "image_pull_policy": "IfNotPresent",
+    "hf_endpoint": "",
+    "hf_token_secret": "hf-token",
+    "hf_token_key": "token",
+    "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
+    "tolerations": [],
+    "node_selector": {},
+    "backoff_limit": 3,
+    "active_deadline": 14400,
+    "stage_configmap": "llmops-model-stage",
+}
+# Seconds to wait for the Job, as the role's model_download_wait_timeout.
+DEFAULT_TIMEOUT = 7200
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+class DownloadInputError(ValueError):
+    """An option the cluster-side mode cannot use; ``str()`` is one line naming the option."""
+
+
+def _labels(name: str, instance: str | None = None) -> dict[str, str]:
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "llmops.vllm"}
+    if instance:
+        labels["app.kubernetes.io/instance"] = instance
+    return labels
+
+
+def download_command(hf_repo: str, hf_revision: str, model_dir: str, files: t.Sequence[str] | None) -> list[str]:
+    """The download container's command: the staging engine's ``download`` into /models/<model_dir>."""
+    command = [
+        "python3",
+        f"{ENGINE_MOUNT}/model_stage.py",
+        "download",
+        "--repo",
+        hf_repo,
+        "--revision",
+        hf_revision,
+        "--dest",
+        f"{VOLUME_ROOT}/{model_dir}",
+    ]
+    if files:
+        command += ["--files", ",".join(files)]
+    return command + ["--token-env", "HF_TOKEN"]
+
+
+def download_job(job: t.Mapping[str, t.Any], namespace: str, pvc: str, **settings: t.Any) -> dict[str, t.Any]:
+    """One download Job, as the model_download role renders it.
+
+    ``job`` is one entry of ``llmops.vllm.vllm_download_jobs`` (``name``, ``model_dir``, ``hf_repo``,
+    ``hf_revision``, ``files``, ``models``); ``settings`` override :data:`DEFAULTS` (role variables without
+    their ``model_download_`` prefix).
+    """
+    s = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+    labels = _labels("model-download", job["name"])
+    metadata: dict[str, t.Any] = {"name": job["name"], "namespace": namespace, "labels": labels}
+    if job.get("models"):
+        metadata["annotations"] = {"llmops.vllm/models": ",".join(job["models"])}
+    env: list[dict[str, t.Any]] = [
+        {
+            "name": "HF_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": s["hf_token_secret"], "key": s["hf_token_key"], "optional": True}},
+        }
+    ]
+    if s["hf_endpoint"]:
+        env.append({"name": "HF_ENDPOINT", "value": s["hf_endpoint"]})
+    pod_spec: dict[str, t.Any] = {"restartPolicy": "Never"}
+    if s["tolerations"]:
+        pod_spec["tolerations"] = s["tolerations"]
+    if s["node_selector"]:
+        pod_spec["nodeSelector"] = s["node_selector"]
+    pod_spec["securityContext"] = {"seccompProfile": {"type": "RuntimeDefault"}}
+    pod_spec["containers"] = [
+        {
+            "name": CONTAINER,
+            "image": s["image"],
+            "imagePullPolicy": s["image_pull_policy"],
+            "command": download_command(
+                job["hf_repo"], job.get("hf_revision") or "main", job["model_dir"], job.get("files")
+            ),
+            "env": env,
+            "resources": s["resources"],
+            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            "volumeMounts": [
+                {"name": "models", "mountPath": VOLUME_ROOT},
+                {"name": "model-stage", "mountPath": ENGINE_MOUNT, "readOnly": True},
+            ],
+        }
+    ]
+    pod_spec["volumes"] = [
+        {"name": "models", "persistentVolumeClaim": {"claimName": pvc}},
+        {"name": "model-stage", "configMap": {"name": s["stage_configmap"]}},
+    ]
+    template = {"metadata": {"labels": labels}, "spec": pod_spec}
+    # A Job's pod template cannot change: its hash tells the k8s_apply role exactly which Jobs to replace.
+    digest = hashlib.sha256(json.dumps(template, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    metadata.setdefault("annotations", {})[TEMPLATE_HASH] = digest[:16]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            "backoffLimit": int(s["backoff_limit"]),
+            "activeDeadlineSeconds": int(s["active_deadline"]),
+            "podFailurePolicy": {
+                "rules": [
+                    # Exit 2: the repository or the files are not a valid model; retrying cannot help.
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [2]},
+                    }
+                ]
+            },
+            "template": template,
+        },
+    }
+
+
+def stage_configmap(name: str, namespace: str, engine_source: str) -> dict[str, t.Any]:
+    """The ConfigMap that carries the staging engine (``model_stage.py``) into download and init containers."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "labels": _labels("model-stage")},
+        "data": {"model_stage.py": engine_source},
+    }
+
+
+def engine_source() -> str:
+    """The text of the staging engine this collection ships, also from inside an AnsiballZ payload."""
+    from ansible_collections.llmops.vllm.plugins.module_utils import model_stage
+
+    loader = getattr(model_stage, "__loader__", None)
+    source = loader.get_source(model_stage.__name__) if loader and hasattr(loader, "get_source") else None
+    if source is None:
+        with open(model_stage.__file__, encoding="utf-8") as handle:
+            source = handle.read()
+    # Ansible's collection loader in the controller returns bytes; a zipimporter (AnsiballZ) returns text.
+    return source.decode("utf-8") if isinstance(source, bytes) else source
+
+
+def check_request(params: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """The cluster-side request from the module's options, checked before anything asks the cluster.
+
+    Raises :class:`DownloadInputError` with one line naming the option and the problem.
+    """
+    for option in ("namespace", "pvc", "path", "hf_repo"):
+        if not params.get(option):
+            raise DownloadInputError(f"{option} is required with pvc (the cluster-side mode)")
+    if not _DNS_LABEL.match(params["namespace"]) or len(params["namespace"]) > 63:
+        raise DownloadInputError(f"namespace: {params['namespace']!r} is not a valid namespace name")
+    if not _DNS_SUBDOMAIN.match(params["pvc"]) or len(params["pvc"]) > 253:
+        raise DownloadInputError(f"pvc: {params['pvc']!r} is not a valid claim name")
+    job_name = params.get("job_name") or DEFAULTS["job_name"]
+    if not _DNS_LABEL.match(job_name) or len(job_name) > 63:
+        raise DownloadInputError(
+            f"job_name: {job_name!r} is not a valid Job name (lower-case letters, digits and '-', at most 63)"
+        )
+    path = str(params["path"]).strip("/")
+    parts = path.split("/")
+    if not path or any(part in ("", ".", "..") for part in parts):
+        raise DownloadInputError(
+            f"path: {params['path']!r} must name a directory inside the volume, relative to its root "
+            f"(for example mistral-7b-v0-3), without '.' or '..'"
+        )
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$", params["hf_repo"]):
+        raise DownloadInputError(f"hf_repo: {params['hf_repo']!r} is not a Hugging Face repo id (owner/name)")
+    files = list(params.get("hf_files") or [])
+    bad = [f for f in files if not f or "," in f or f.startswith("/") or ".." in f.split("/")]
+    if bad:
+        raise DownloadInputError(f"hf_files: {bad[0]!r} is not a file name or pattern inside the repository")
+    timeout = params.get("timeout")
+    if timeout is not None and timeout < 0:
+        raise DownloadInputError(f"timeout: {timeout} must be 0 (look once) or more seconds")
+    return {
+        "namespace": params["namespace"],
+        "pvc": params["pvc"],
+        "job": {
+            "name": job_name,
+            "model_dir": path,
+            "hf_repo": params["hf_repo"],
+            "hf_revision": params.get("hf_revision") or "main",
+            "files": files,
+            "models": [],
+        },
+        "settings": {
+            key: params.get(key)
+            for key in (
+                "image",
+                "hf_endpoint",
+                "hf_token_secret",
+                "hf_token_key",
+                "tolerations",
+                "node_selector",
+                "stage_configmap",
+            )
+        },
+        "timeout": DEFAULT_TIMEOUT if timeout is None else timeout,
+    }
+
+
+class StageFailure(Exception):
+    """The cluster-side mode failed: a :class:`diagnosis.Finding` plus what was known so far."""
+
+    def __init__(self, finding: Finding, result: dict[str, t.Any]):
+        super().__init__(finding.message)
+        self.finding = finding
+        self.result = result
+
+
+def _what_it_downloads(job: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """What makes two download Jobs the same download: the engine's command and the claim it writes to."""
+    pod = job.get("spec", {}).get("template", {}).get("spec", {})
+    command = next((c.get("command") for c in pod.get("containers") or [] if c.get("name") == CONTAINER), None)
+    claims = [
+        v["persistentVolumeClaim"].get("claimName") for v in pod.get("volumes") or [] if "persistentVolumeClaim" in v
+    ]
+    return {"command": command, "claims": claims}
+
+
+def _apply(watch: DeploymentWatch, obj: dict[str, t.Any]) -> None:
+    """Server-side apply under our field manager, conflicts not forced (someone else's field stays theirs)."""
+    kwargs = {
+        "field_manager": FIELD_MANAGER,
+        "force": False,
+        "_content_type": "application/apply-patch+yaml",
+        "_request_timeout": watch.request_timeout,
+    }
+    name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
+    if obj["kind"] == "Job":
+        watch.batch.patch_namespaced_job(name, namespace, obj, **kwargs)
+    else:
+        watch.core.patch_namespaced_config_map(name, namespace, obj, **kwargs)
+
+
+def ensure_model(
+    api_client: t.Any,
+    request: t.Mapping[str, t.Any],
+    *,
+    check_mode: bool = False,
+    poll_interval: float = 1.0,
+    settings: Settings | None = None,
+    source: t.Callable[[], str] = engine_source,
+) -> dict[str, t.Any]:
+    """Make sure the model of ``request`` (from :func:`check_request`) is complete on its volume.
+
+    Reuses the Job of that name (Complete: nothing to do; running: wait) or creates it with the staging
+    engine's ConfigMap, waits until it is Complete, and returns its manifest as read from its log. In check
+    mode nothing is created and a running Job is looked at once. Raises :class:`StageFailure` with the
+    diagnosis's one-line cause when the Job fails, the claim is missing or the manifest cannot be read.
+    """
+    from kubernetes.client.exceptions import ApiException
+
+    start = time.monotonic()
+    namespace, pvc, spec = request["namespace"], request["pvc"], request["job"]
+    name = spec["name"]
+    settings = settings or Settings(missing_grace=float("inf") if check_mode else 60)
+    watch = DeploymentWatch(
+        api_client, namespace, jobs=[name], pvcs=[pvc], settings=settings, poll_interval=poll_interval
+    )
+    job = download_job(spec, namespace, pvc, **request["settings"])
+    result: dict[str, t.Any] = {
+        "changed": False,
+        "namespace": namespace,
+        "pvc": pvc,
+        "path": spec["model_dir"],
+        "job": name,
+        "applied": [],
+    }
+
+    def fail(reason: str, message: str, obj: str, evidence: dict[str, t.Any] | None = None) -> StageFailure:
+        result["elapsed_ms"] = round((time.monotonic() - start) * 1000, 3)
+        return StageFailure(Finding(reason, message, obj, evidence or {}), result)
+
+    def read(kind: str, call: t.Callable, obj_name: str) -> dict[str, t.Any] | None:
+        try:
+            resp = call(obj_name, namespace, _preload_content=False, _request_timeout=watch.request_timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise fail(
+                "api_error",
+                f"cannot read {kind} {obj_name} in namespace {namespace}: {exc.status} {_api_message(exc)}",
+                f"{kind}/{obj_name}",
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - connection refused, TLS, DNS: one line, not a traceback
+            raise fail(
+                "api_unreachable",
+                f"cannot reach the Kubernetes API: {exc}; check the kubeconfig and that the control plane is up",
+                f"Namespace/{namespace}",
+            ) from None
+        return json.loads(resp.data)
+
+    existing = read("Job", watch.batch.read_namespaced_job, name)
+    claim = read("PersistentVolumeClaim", watch.core.read_namespaced_persistent_volume_claim, pvc)
+    if existing is not None:
+        have, want = _what_it_downloads(existing), _what_it_downloads(job)
+        if have != want:
+            raise fail(
+                "job_mismatch",
+                f"Job {name} in namespace {namespace} already exists for another download "
+                f"({' '.join(have['command'] or ['no ' + CONTAINER + ' container'])} onto "
+                f"{', '.join(have['claims']) or 'no claim'}); delete it (kubectl -n {namespace} delete job {name}) "
+                f"or choose another job_name",
+                f"Job/{name}",
+                {"existing": have, "wanted": want},
+            )
+    elif claim is None:
+        raise fail(
+            "not_found",
+            f"PersistentVolumeClaim {pvc} not found in namespace {namespace}: create the model volume first "
+            f"(the llmops.vllm.storage role) or fix pvc/namespace",
+            f"PersistentVolumeClaim/{pvc}",
+        )
+    else:
+        configmap = request["settings"].get("stage_configmap") or DEFAULTS["stage_configmap"]
+        objects = [stage_configmap(configmap, namespace, source()), job]
+        result["changed"] = True
+        result["applied"] = [f"{o['kind']}/{o['metadata']['name']}" for o in objects]
+        if check_mode:
+            result["manifest"] = None
+            result["elapsed_ms"] = round((time.monotonic() - start) * 1000, 3)
+            return result
+        for obj in objects:
+            try:
+                _apply(watch, obj)
+            except ApiException as exc:
+                raise fail(
+                    "apply_failed",
+                    f"applying {obj['kind']} {obj['metadata']['name']} in namespace {namespace} failed: "
+                    f"{exc.status} {exc.reason}: {_api_message(exc)}",
+                    f"{obj['kind']}/{obj['metadata']['name']}",
+                ) from None
+    waited = watch.run(timeout=request["timeout"], once=check_mode or request["timeout"] == 0)
+    result["states"] = waited.states
+    if waited.finding:
+        raise StageFailure(waited.finding, dict(result, elapsed_ms=round((time.monotonic() - start) * 1000, 3)))
+    job_state = waited.states.get("jobs", {}).get(name, {})
+    if not job_state.get("done"):
+        # Check mode, or timeout 0: the Job is still running and nothing waited for it.
+        result["manifest"] = None
+        result["elapsed_ms"] = round((time.monotonic() - start) * 1000, 3)
+        return result
+    read_back = watch.job_manifest(name, CONTAINER)
+    result["pod"] = read_back["pod"]
+    if read_back["manifest"] is None:
+        raise fail(
+            "manifest_unavailable",
+            f"Job {name} is Complete but its manifest cannot be read: {read_back['error']}; delete the Job "
+            f"and run again (the download verifies the volume and exits at once when the model is complete)",
+            f"Job/{name}",
+            {"pod": read_back["pod"], "error": read_back["error"]},
+        )
+    result["manifest"] = read_back["manifest"]
+    result["elapsed_ms"] = round((time.monotonic() - start) * 1000, 3)
+    return result
+
+
+def _api_message(exc: t.Any) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (TypeError, ValueError):
+        return str(exc.reason)
