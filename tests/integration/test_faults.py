@@ -335,11 +335,6 @@ def test_conflict_with_another_field_manager_is_reported_not_forced(kubectl, kub
     assert kubectl.json("-n", ns, "get", "deployment", "mistral")["spec"]["replicas"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no variable lets the user force server-side-apply conflicts: every role hard-codes "
-    "server_side_apply.force_conflicts: false",
-)
 def test_conflict_is_taken_over_when_the_user_asks_to_force(kubectl, kubeconfig, deployed_ns):
     ns = deployed_ns
     scale = {
@@ -363,41 +358,41 @@ def test_conflict_is_taken_over_when_the_user_asks_to_force(kubectl, kubeconfig,
     assert kubectl.json("-n", ns, "get", "deployment", "mistral")["spec"]["replicas"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no replace path: roles/vllm_server/tasks/apply.yml relays the API's 'spec.selector: field is "
-    "immutable' (422) as a raw error",
-)
 def test_changed_deployment_selector_takes_the_documented_replace_path(kubectl, kubeconfig, deployed_ns):
-    """The selector is immutable: a label change must not end in a raw API error."""
+    """The selector is immutable: a label change is refused in one line naming the replace path, then replaced
+    when the user asks for it."""
     ns = deployed_ns
     relabelled = [{"name": "mistral", "labels": {"model": "mistral7b-v2"}}]
     proc = run_playbook("deploy.yml", kubeconfig, deploy_vars(ns, vllm_models=relabelled))
     out = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        # Refused: the message must name the replace path (not just relay the API error), nothing changed.
-        assert re.search(r"replace", out, re.IGNORECASE), out[-3000:]
-        assert kubectl.json("-n", ns, "get", "deployment", "mistral")["spec"]["selector"]["matchLabels"] == {
-            "model": "mistral7b"
-        }
-    else:
-        dep = kubectl.json("-n", ns, "get", "deployment", "mistral")
-        assert dep["spec"]["selector"]["matchLabels"] == {"model": "mistral7b-v2"}
+    assert proc.returncode != 0, "the selector change went through without being asked to replace"
+    assert "vllm_replace_immutable=true" in out and "spec.selector is immutable" in out, out[-3000:]
+    assert "Unprocessable Entity" not in out, "the raw API error was relayed"
+    assert kubectl.json("-n", ns, "get", "deployment", "mistral")["spec"]["selector"]["matchLabels"] == {
+        "model": "mistral7b"
+    }
+
+    old_uid = kubectl.json("-n", ns, "get", "deployment", "mistral")["metadata"]["uid"]
+    proc = run_playbook("deploy.yml", kubeconfig, deploy_vars(ns, vllm_models=relabelled, vllm_replace_immutable=True))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    dep = kubectl.json("-n", ns, "get", "deployment", "mistral")
+    assert dep["spec"]["selector"]["matchLabels"] == {"model": "mistral7b-v2"}
+    assert dep["metadata"]["uid"] != old_uid, "the Deployment was not replaced"
+    assert volume_kept(kubectl, ns), "replacing the Deployment touched the model volume"
+    again = run_playbook("deploy.yml", kubeconfig, deploy_vars(ns, vllm_models=relabelled, vllm_replace_immutable=True))
+    assert recap_changed(again) == 0, "the replaced deployment does not converge"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no replace path: roles/model_download/tasks/apply.yml relays the API's 'spec.template: field is "
-    "immutable' (422) for a completed Job as a raw error",
-)
 def test_changed_completed_job_template_takes_the_documented_replace_path(kubectl, kubeconfig, deployed_ns):
-    """A completed Job's pod template is immutable: a new model revision must not end in a raw API error."""
+    """A completed Job's pod template is immutable: a new model revision replaces the Job, never the model."""
     ns = deployed_ns
+    old_uid = kubectl.json("-n", ns, "get", "job", "model-download")["metadata"]["uid"]
     proc = run_playbook("deploy.yml", kubeconfig, deploy_vars(ns, vllm_server_hf_revision="refs/pr/1"))
-    out = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        # Refused: the message must name the replace path (not just relay the API error).
-        assert re.search(r"replace", out, re.IGNORECASE), out[-3000:]
-    else:
-        job = kubectl.json("-n", ns, "get", "job", "model-download")
-        assert "refs/pr/1" in json.dumps(job["spec"]["template"]), "the Job still downloads the old revision"
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "replacing Job model-download (spec.template changed)" in proc.stdout, proc.stdout[-3000:]
+    job = kubectl.json("-n", ns, "get", "job", "model-download")
+    assert job["metadata"]["uid"] != old_uid, "the Job was not replaced"
+    assert "refs/pr/1" in json.dumps(job["spec"]["template"]), "the Job still downloads the old revision"
+    assert volume_kept(kubectl, ns), "replacing the Job touched the model volume"
+    again = run_playbook("deploy.yml", kubeconfig, deploy_vars(ns, vllm_server_hf_revision="refs/pr/1"))
+    assert recap_changed(again) == 0, "the replaced Job does not converge"
