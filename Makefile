@@ -80,7 +80,7 @@ clean: ## remove build output (not the cached control plane binaries)
 	rm -rf .build .pytest_cache
 
 # --- Collection quality: ansible-test, ansible-lint, molecule, Galaxy, execution environment, docs ---------
-.PHONY: sanity units ansible-lint molecule galaxy-check ee-create docs
+.PHONY: sanity units ansible-lint molecule galaxy-check ee-create docs helm
 ANSIBLE_TEST_ARGS ?=
 
 sanity: venv ## ansible-test sanity (validate-modules, pep8, pylint, import, yamllint, ...) from an ansible_collections/ copy
@@ -112,3 +112,6 @@ docs: venv ## regenerate docs/roles.md from every role's meta/argument_specs.yml
 bench: venv collection cluster-up ## deploy vs kubectl (1/5/10/20 models) and staging vs cp -r; writes bench/out/
 	$(BIN)/python bench/deploy_bench.py --reps 3
 	$(BIN)/python bench/stage_bench.py --size-gb 1 --reps 3 --json bench/out/stage.json
+
+helm: ## build helm once from the Go module proxy (make bench then adds Helm columns)
+	bash bench/helm.sh
