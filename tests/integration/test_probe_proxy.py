@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from ansible_collections.llmops.vllm.tests.ansible_cli import run_module
 from ansible_collections.llmops.vllm.tests.vllm_fake_server import DEFAULT_MODEL, FakeVLLM
 from cluster_helpers import BIN, ROOT, Kubectl, apply_object, wait_until
 
@@ -33,27 +34,7 @@ READY_TIMEOUT = 90
 
 def probe(args: dict) -> dict:
     """Run the module ad hoc against localhost (KUBECONFIG from the fixture) and return its result."""
-    env = dict(
-        os.environ,
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="true",
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-    )
-    done = subprocess.run(
-        [str(BIN / "ansible"), "localhost", "-c", "local", "-m", MODULE, "-a", json.dumps(args)],
-        capture_output=True,
-        check=False,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    try:
-        report = json.loads(done.stdout)
-    except ValueError:
-        pytest.fail(f"ansible printed no JSON (rc {done.returncode}): {done.stdout[-2000:]} {done.stderr[-2000:]}")
-    result = report["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    assert done.returncode == (2 if result.get("failed") else 0), done.stderr
-    return result
+    return run_module(MODULE, args, unset=())
 
 
 def _api_server_url(kubectl: Kubectl) -> str:

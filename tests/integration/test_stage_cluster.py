@@ -8,10 +8,8 @@ model-download-manifest.log), whose last line is the manifest. Elsewhere kwok ha
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 import yaml
 from ansible_collections.llmops.vllm.plugins.module_utils import model_download as md
 from ansible_collections.llmops.vllm.plugins.module_utils import model_stage as ms
+from ansible_collections.llmops.vllm.tests.ansible_cli import run_module
 from cluster_helpers import BIN, ROOT, Kubectl, apply_object, wait_until
 
 LOG_NAMESPACE = "llmops-stage"  # kwok.yaml serves the completed download's log for pods here
@@ -38,28 +37,8 @@ def canned_manifest() -> dict:
 def stage(kubeconfig: str, args: dict, *flags: str) -> dict:
     """`ansible localhost -m llmops.vllm.vllm_model_stage` (or another module) against the test cluster."""
     module = args.pop("_module", "llmops.vllm.vllm_model_stage")
-    env = dict(
-        os.environ,
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="true",
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-        K8S_AUTH_KUBECONFIG=kubeconfig,
-        KUBECONFIG=kubeconfig,
-    )
-    done = subprocess.run(
-        [str(BIN / "ansible"), "localhost", "-c", "local", "-m", module, "-a", json.dumps(args), *flags],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        cwd=ROOT,
-    )
-    try:
-        report = json.loads(done.stdout)
-    except ValueError:
-        pytest.fail(f"ansible printed no JSON (rc {done.returncode}): {done.stdout[-2000:]} {done.stderr[-2000:]}")
-    return report["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    cluster = {"K8S_AUTH_KUBECONFIG": kubeconfig, "KUBECONFIG": kubeconfig}
+    return run_module(module, args, *flags, env=cluster, unset=(), check_rc=False, timeout=600)
 
 
 def make_volume(kubectl: Kubectl, namespace: str) -> tuple[str, str]:

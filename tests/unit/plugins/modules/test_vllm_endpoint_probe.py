@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.llmops.vllm.plugins.modules.vllm_endpoint_probe import argspec
+from ansible_collections.llmops.vllm.tests.ansible_cli import run_module
 from ansible_collections.llmops.vllm.tests.vllm_fake_server import (
     DEFAULT_MODEL,
     FakeVLLM,
@@ -39,28 +40,7 @@ def fake_vllm() -> Iterator[FakeVLLM]:
 
 def ansible(args: dict, *flags: str, env: dict | None = None) -> dict:
     """Run the module ad hoc against localhost and return its result (the json callback's host entry)."""
-    env = dict(
-        os.environ,
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="true",
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-        **(env or {}),
-    )
-    done = subprocess.run(
-        [str(BIN / "ansible"), "localhost", "-c", "local", "-m", MODULE, "-a", json.dumps(args), *flags],
-        capture_output=True,
-        check=False,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    try:
-        report = json.loads(done.stdout)
-    except ValueError:
-        pytest.fail(f"ansible printed no JSON (rc {done.returncode}): {done.stdout[-2000:]} {done.stderr[-2000:]}")
-    result = report["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    assert done.returncode == (2 if result.get("failed") else 0), done.stderr
-    return result
+    return run_module(MODULE, args, *flags, env=env)
 
 
 def ansible_doc() -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.llmops.vllm.tests import model_factory as mf
+from ansible_collections.llmops.vllm.tests.ansible_cli import run_module
 
 BIN = Path(sys.executable).parent
 MODULE = "llmops.vllm.vllm_model_stage"
@@ -24,27 +25,7 @@ CLI_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 def ansible(args: dict, *flags: str) -> dict:
     """Run the module ad hoc against localhost and return its result (the json callback's host entry)."""
-    env = dict(
-        os.environ,
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="true",
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-    )
-    # ansible-test units points PYTHONPATH at a stub ansible package; the real CLI must not see it.
-    env.pop("PYTHONPATH", None)
-    done = subprocess.run(
-        [str(BIN / "ansible"), "localhost", "-c", "local", "-m", MODULE, "-a", json.dumps(args), *flags],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    try:
-        report = json.loads(done.stdout)
-    except ValueError:
-        pytest.fail(f"ansible printed no JSON (rc {done.returncode}): {done.stdout[-2000:]} {done.stderr[-2000:]}")
-    return report["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return run_module(MODULE, args, *flags, check_rc=False)
 
 
 @pytest.fixture()

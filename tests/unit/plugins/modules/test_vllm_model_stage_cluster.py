@@ -6,16 +6,12 @@ other than "cannot reach the Kubernetes API" proves the options were judged befo
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from ansible_collections.llmops.vllm.tests import model_factory as mf
+from ansible_collections.llmops.vllm.tests.ansible_cli import run_module
 
-BIN = Path(sys.executable).parent
 MODULE = "llmops.vllm.vllm_model_stage"
 CLUSTER = {
     "pvc": "fsx-models",
@@ -27,29 +23,8 @@ CLUSTER = {
 
 def ansible(args: dict, *flags: str) -> dict:
     """Run the module ad hoc against localhost, with an API server that is not there; its result."""
-    env = dict(
-        os.environ,
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="true",
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-        K8S_AUTH_HOST="https://127.0.0.1:9",
-        K8S_AUTH_VALIDATE_CERTS="false",
-    )
-    env.pop("PYTHONPATH", None)  # ansible-test units' stub ansible package must not reach the real CLI
-    env.pop("KUBECONFIG", None)
-    done = subprocess.run(
-        [str(BIN / "ansible"), "localhost", "-c", "local", "-m", MODULE, "-a", json.dumps(args), *flags],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    try:
-        report = json.loads(done.stdout)
-    except ValueError:
-        pytest.fail(f"ansible printed no JSON (rc {done.returncode}): {done.stdout[-2000:]} {done.stderr[-2000:]}")
-    return report["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    env = {"K8S_AUTH_HOST": "https://127.0.0.1:9", "K8S_AUTH_VALIDATE_CERTS": "false"}
+    return run_module(MODULE, args, *flags, env=env, unset=("PYTHONPATH", "KUBECONFIG"), check_rc=False)
 
 
 @pytest.mark.parametrize(
