@@ -2,9 +2,11 @@
 
 For each repetition, in fresh namespaces: the collection's playbooks/deploy.yml against `kubectl apply` of
 the objects playbooks/render.yml writes followed by `kubectl wait` for the same conditions (Job Complete,
-Deployment Available); the no-op re-run of each; teardown.yml against `kubectl delete`; and deploy of
-1, 5, 10 and 20 models in one run against kubectl on the same rendered objects. Prints medians and
-ratios (collection / kubectl), writes bench/out/deploy.md, deploy.json and deploy.png.
+Deployment Available); the no-op re-run of each; teardown.yml against `kubectl delete`; and (once, or
+--scaling-reps times) deploy of 1, 5, 10 and 20 models in one run against kubectl on the same rendered
+objects, each tool's namespace removed before the next starts, on extra simulated 8-GPU nodes the bench adds
+for the run (the cluster's own 8 GPUs cannot hold 20 one-GPU servers). Prints medians and ratios
+(collection / kubectl), writes bench/out/deploy.md, deploy.json and deploy.png.
 
     python bench/deploy_bench.py --reps 3          # make bench
     python bench/deploy_bench.py --smoke           # one repetition, one model (the CI smoke test)
@@ -215,7 +217,8 @@ class Bench:
             return None
         return helm_chart(self.render(ns, count, tmp / f"render-h{count}-{tag}"), tmp / f"chart-{count}-{tag}")
 
-    def cleanup(self, *namespaces: str) -> None:
+    def cleanup(self, *namespaces: str, wait: bool = False) -> None:
+        """Delete the namespaces and their PVs; with ``wait``, until the namespaces (and their pods' GPUs) are gone."""
         for ns in namespaces:
             subprocess.run(
                 [self.kubectl, "--kubeconfig", self.kubeconfig, "delete", "namespace", ns, "--wait=false"],
@@ -224,6 +227,83 @@ class Bench:
             )
             subprocess.run(
                 [self.kubectl, "--kubeconfig", self.kubeconfig, "delete", "pv", f"fsx-{ns}", "--wait=false"],
+                check=False,
+                capture_output=True,
+            )
+        if wait:
+            for ns in namespaces:
+                subprocess.run(
+                    [
+                        self.kubectl,
+                        "--kubeconfig",
+                        self.kubeconfig,
+                        "wait",
+                        "--for=delete",
+                        f"namespace/{ns}",
+                        "--timeout=180s",
+                    ],
+                    check=False,
+                    capture_output=True,
+                )
+
+    def add_gpu_capacity(self, gpus: int) -> list[str]:
+        """Simulated 8-GPU nodes (p5.48xlarge-shaped, labelled and tainted like the cluster's GPU nodes) for
+        ``gpus`` GPUs, so that the scaling run measures deploys, not a full cluster. Returns their names."""
+        names = [f"bench-gpu-node-{i}" for i in range(-(-gpus // 8))]
+        nodes = []
+        for name in names:
+            capacity = {
+                "cpu": "192",
+                "memory": "2048Gi",
+                "pods": "250",
+                "nvidia.com/gpu": "8",
+                "ephemeral-storage": "400Gi",
+            }
+            nodes.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {
+                        "name": name,
+                        "annotations": {"kwok.x-k8s.io/node": "fake"},
+                        "labels": {
+                            "kubernetes.io/hostname": name,
+                            "kubernetes.io/os": "linux",
+                            "type": "kwok",
+                            "nvidia.com/gpu.present": "true",
+                            "llmops.bench/node": "true",
+                        },
+                    },
+                    "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
+                    "status": {"allocatable": capacity, "capacity": capacity},
+                }
+            )
+        if nodes:
+            proc = subprocess.run(
+                [
+                    self.kubectl,
+                    "--kubeconfig",
+                    self.kubeconfig,
+                    "apply",
+                    "--server-side",
+                    "--field-manager",
+                    "bench",
+                    "-f",
+                    "-",
+                ],
+                input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}),
+                check=False,
+                capture_output=True,
+                text=True,
+            )
+            if proc.returncode != 0:
+                raise RuntimeError(f"could not add the bench's GPU nodes: {proc.stderr[-2000:]}")
+        return names
+
+    def remove_nodes(self, names: list[str]) -> None:
+        if names:
+            subprocess.run(
+                [self.kubectl, "--kubeconfig", self.kubeconfig, "delete", "node", *names, "--wait=false"],
                 check=False,
                 capture_output=True,
             )
@@ -277,24 +357,28 @@ class Bench:
         return {"cold deploy (+wait)": cold, "no-op re-deploy": noop, "teardown": teardown}
 
     def scaling(self, tmp: Path, count: int) -> Times:
+        """Deploy ``count`` models with each tool in turn; each namespace is removed (and its GPUs freed) before
+        the next tool starts, so every tool finds the same free capacity."""
         tag = uuid.uuid4().hex[:6]
         ans, kub, hel = f"bench-a{count}-{tag}", f"bench-k{count}-{tag}", f"bench-h{count}-{tag}"
         files = self.render(kub, count, tmp / f"render-{count}-{tag}")
         chart = self.chart(hel, count, tmp, tag)
         try:
-            return (
-                self.timed(self.playbook("deploy.yml", self.vars(ans, count))),
-                self.kubectl_deploy(kub, files),
-                self.helm_deploy(hel, chart) if chart else None,
-            )
+            ours = self.timed(self.playbook("deploy.yml", self.vars(ans, count)))
+            self.cleanup(ans, wait=True)
+            theirs = self.kubectl_deploy(kub, files)
+            self.cleanup(kub, wait=True)
+            helm = self.helm_deploy(hel, chart) if chart else None
+            return ours, theirs, helm
         finally:
-            self.cleanup(ans, kub, hel)
+            self.cleanup(ans, kub, hel, wait=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--models", default="1,5,10,20", help="model counts for the scaling run")
+    parser.add_argument("--scaling-reps", type=int, default=1, help="repetitions of the scaling run (default 1)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out"))
     parser.add_argument("--smoke", action="store_true", help="one repetition, one model: checks the script works")
     parser.add_argument(
@@ -305,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-helm", action="store_true", help="do not measure Helm even if a helm binary is found")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.reps, args.models = 1, "1"
+        args.reps, args.scaling_reps, args.models = 1, 1, "1"
     counts = [int(c) for c in args.models.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -314,12 +398,17 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list[Times]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         bench = Bench(cluster_kubeconfig(), helm, Path(tmp) / "helm-home")
-        for rep in range(args.reps):
-            for name, times in bench.reference(Path(tmp)).items():
-                rows.setdefault(name, []).append(times)
-            for count in counts:
-                rows.setdefault(f"deploy {count} model(s)", []).append(bench.scaling(Path(tmp), count))
-            print(f"repetition {rep + 1}/{args.reps} done", file=sys.stderr)
+        nodes = bench.add_gpu_capacity(max(counts) if max(counts) > 1 else 0)
+        try:
+            for rep in range(args.reps):
+                for name, times in bench.reference(Path(tmp)).items():
+                    rows.setdefault(name, []).append(times)
+                if rep < args.scaling_reps:
+                    for count in counts:
+                        rows.setdefault(f"deploy {count} model(s)", []).append(bench.scaling(Path(tmp), count))
+                print(f"repetition {rep + 1}/{args.reps} done", file=sys.stderr)
+        finally:
+            bench.remove_nodes(nodes)
 
     table = []
     for name, runs in rows.items():
