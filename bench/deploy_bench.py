@@ -200,10 +200,12 @@ class Bench:
             ]
         )
 
+    def kubectl_cmd(self, *args: str) -> list[str]:
+        """The kubectl command line for ``args`` against the bench's cluster."""
+        return [self.kubectl, "--kubeconfig", self.kubeconfig, *args]
+
     def run_k(self, *args: str) -> None:
-        proc = subprocess.run(
-            [self.kubectl, "--kubeconfig", self.kubeconfig, *args], check=False, capture_output=True, text=True
-        )
+        proc = subprocess.run(self.kubectl_cmd(*args), check=False, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args[:4])} failed: {proc.stderr[-2000:]}")
 
@@ -221,27 +223,19 @@ class Bench:
         """Delete the namespaces and their PVs; with ``wait``, until the namespaces (and their pods' GPUs) are gone."""
         for ns in namespaces:
             subprocess.run(
-                [self.kubectl, "--kubeconfig", self.kubeconfig, "delete", "namespace", ns, "--wait=false"],
+                self.kubectl_cmd("delete", "namespace", ns, "--wait=false"),
                 check=False,
                 capture_output=True,
             )
             subprocess.run(
-                [self.kubectl, "--kubeconfig", self.kubeconfig, "delete", "pv", f"fsx-{ns}", "--wait=false"],
+                self.kubectl_cmd("delete", "pv", f"fsx-{ns}", "--wait=false"),
                 check=False,
                 capture_output=True,
             )
         if wait:
             for ns in namespaces:
                 subprocess.run(
-                    [
-                        self.kubectl,
-                        "--kubeconfig",
-                        self.kubeconfig,
-                        "wait",
-                        "--for=delete",
-                        f"namespace/{ns}",
-                        "--timeout=180s",
-                    ],
+                    self.kubectl_cmd("wait", "--for=delete", f"namespace/{ns}", "--timeout=180s"),
                     check=False,
                     capture_output=True,
                 )
@@ -281,15 +275,7 @@ class Bench:
         if nodes:
             proc = subprocess.run(
                 [
-                    self.kubectl,
-                    "--kubeconfig",
-                    self.kubeconfig,
-                    "apply",
-                    "--server-side",
-                    "--field-manager",
-                    "bench",
-                    "-f",
-                    "-",
+                    *self.kubectl_cmd("apply", "--server-side", "--field-manager", "bench", "-f", "-"),
                 ],
                 input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}),
                 check=False,
@@ -303,7 +289,7 @@ class Bench:
     def remove_nodes(self, names: list[str]) -> None:
         if names:
             subprocess.run(
-                [self.kubectl, "--kubeconfig", self.kubeconfig, "delete", "node", *names, "--wait=false"],
+                self.kubectl_cmd("delete", "node", *names, "--wait=false"),
                 check=False,
                 capture_output=True,
             )
@@ -322,34 +308,13 @@ class Bench:
             )
             noop = (
                 self.timed(self.playbook("deploy.yml", self.vars(ans, 1))),
-                self.timed(
-                    [
-                        self.kubectl,
-                        "--kubeconfig",
-                        self.kubeconfig,
-                        "apply",
-                        "--server-side",
-                        "--field-manager",
-                        "bench",
-                        "-f",
-                        str(files),
-                    ]
-                ),
+                self.timed(self.kubectl_cmd("apply", "--server-side", "--field-manager", "bench", "-f", str(files))),
                 self.helm_deploy(hel, chart) if chart else None,
             )
             server = [f for f in sorted(files.iterdir()) if not f.name.startswith("10-storage")]
             teardown = (
                 self.timed(self.playbook("teardown.yml", self.vars(ans, 1))),
-                self.timed(
-                    [
-                        self.kubectl,
-                        "--kubeconfig",
-                        self.kubeconfig,
-                        "delete",
-                        "--wait=true",
-                        *[a for f in server for a in ("-f", str(f))],
-                    ]
-                ),
+                self.timed(self.kubectl_cmd("delete", "--wait=true", *[a for f in server for a in ("-f", str(f))])),
                 self.helm_teardown(hel) if chart else None,
             )
         finally:
