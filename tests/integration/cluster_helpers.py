@@ -86,10 +86,14 @@ def run_playbook(
     return proc
 
 
-def apply_object(kubectl: Kubectl, obj: dict, manager: str = "llmops-test") -> subprocess.CompletedProcess:
-    """Server-side apply of one object under `manager`; the caller checks the result."""
+def apply_object(
+    kubectl: Kubectl, obj: dict, manager: str = "llmops-test", force: bool = False
+) -> subprocess.CompletedProcess:
+    """Server-side apply of one object under `manager` (taking conflicting fields with `force`); the caller checks
+    the result."""
+    flags = ["--force-conflicts"] if force else []
     return kubectl.run(
-        "apply", "--server-side", "--field-manager", manager, "-f", "-", input=json.dumps(obj), check=False
+        "apply", "--server-side", *flags, "--field-manager", manager, "-f", "-", input=json.dumps(obj), check=False
     )
 
 

@@ -307,27 +307,25 @@ def test_interrupted_teardown_never_removes_the_model_volume(kubectl, kubeconfig
     assert kubectl.json("-n", ns, "get", "pvc", "fsx-models")["status"]["phase"] == "Bound"
 
 
-def test_conflict_with_another_field_manager_is_reported_not_forced(kubectl, kubeconfig, deployed_ns):
-    ns = deployed_ns
-    # Someone else takes ownership of the replica count (as `kubectl scale --server-side` or a GitOps tool would).
-    scale = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "mistral", "namespace": ns},
-        "spec": {"replicas": 2},
-    }
-    taken = kubectl.run(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager",
-        "someone-else",
-        "-f",
-        "-",
-        input=json.dumps(scale),
-        check=False,
+def take_replicas(kubectl: Kubectl, ns: str) -> None:
+    """Someone else takes ownership of the replica count (as `kubectl scale --server-side` or a GitOps tool would)."""
+    taken = apply(
+        kubectl,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "mistral", "namespace": ns},
+            "spec": {"replicas": 2},
+        },
+        manager="someone-else",
+        force=True,
     )
     assert taken.returncode == 0, taken.stderr
+
+
+def test_conflict_with_another_field_manager_is_reported_not_forced(kubectl, kubeconfig, deployed_ns):
+    ns = deployed_ns
+    take_replicas(kubectl, ns)
     proc = run_playbook("deploy.yml", kubeconfig, deploy_vars(ns))
     assert proc.returncode != 0, "deploy silently took the field back"
     out = proc.stdout + proc.stderr
@@ -337,22 +335,7 @@ def test_conflict_with_another_field_manager_is_reported_not_forced(kubectl, kub
 
 def test_conflict_is_taken_over_when_the_user_asks_to_force(kubectl, kubeconfig, deployed_ns):
     ns = deployed_ns
-    scale = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "mistral", "namespace": ns},
-        "spec": {"replicas": 2},
-    }
-    kubectl.run(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager",
-        "someone-else",
-        "-f",
-        "-",
-        input=json.dumps(scale),
-    )
+    take_replicas(kubectl, ns)
     proc = run_playbook("deploy.yml", kubeconfig, deploy_vars(ns, vllm_force_conflicts=True))
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert kubectl.json("-n", ns, "get", "deployment", "mistral")["spec"]["replicas"] == 1
