@@ -15,7 +15,8 @@ description:
   - The one place the collection turns engine arguments into C(vllm serve) / C(api_server) flags.
   - Each key is a flag name without the leading dashes, spelt as vLLM accepts it (C(max-model-len) or
     C(gpu_memory_utilization)); the spelling is kept, so the output matches a hand-written manifest.
-  - V(true) gives a bare flag (C(--enforce-eager)); V(false) and V(null) leave the flag out; a mapping is
+  - V(true) gives a bare flag (C(--enforce-eager)); V(false) and V(null) leave the flag out (the model specs
+    render V(false) as C(--no-<flag>) where the vLLM release has that form); a mapping is
     passed as compact JSON (C(--model-loader-extra-config={"concurrency":16})); a list gives the flag followed
     by one argument per item (C(nargs='+') flags); anything else gives C(--flag=value).
   - Mapping order is kept. Write decimals as strings where the exact text matters (V("0.90"), not V(0.90)).
@@ -43,63 +44,20 @@ _value:
   elements: str
 """
 
-import json
-from collections.abc import Mapping
-from typing import Any
-
 from ansible.errors import AnsibleFilterError
+from ansible_collections.llmops.vllm.plugins.plugin_utils._engine_args import engine_arg_list
 
 
-def flag_key(name: str) -> str:
-    """How vLLM sees a flag name: dashes and underscores are the same (``max_model_len`` = ``max-model-len``)."""
-    return str(name).lstrip("-").replace("_", "-")
-
-
-def merge_engine_args(base: Mapping[str, Any] | None, override: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``override`` over ``base``, matching keys by :func:`flag_key`; an overridden flag keeps its position
-    and takes the override's spelling; new flags are appended; ``None`` removes a flag from the output."""
-    merged: dict[str, Any] = {}
-    index: dict[str, str] = {}
-    for key, value in (base or {}).items():
-        merged[key] = value
-        index[flag_key(key)] = key
-    for key, value in (override or {}).items():
-        existing = index.get(flag_key(key))
-        if existing is None:
-            merged[key] = value
-            index[flag_key(key)] = key
-            continue
-        # Rebuild to keep the position under the override's spelling.
-        merged = {(key if k == existing else k): (value if k == existing else v) for k, v in merged.items()}
-        index[flag_key(key)] = key
-    return merged
-
-
-def engine_arg_list(engine_args: Mapping[str, Any]) -> list[str]:
-    """The argument list for a mapping of engine arguments (see DOCUMENTATION for the rules)."""
-    if not isinstance(engine_args, Mapping):
-        raise AnsibleFilterError(
-            f"vllm_engine_args expects a mapping of flag to value, got {type(engine_args).__name__}"
-        )
-    args: list[str] = []
-    for key, value in engine_args.items():
-        flag = "--" + str(key).lstrip("-")
-        if value is None or value is False:
-            continue
-        if value is True:
-            args.append(flag)
-        elif isinstance(value, Mapping):
-            args.append(f"{flag}={json.dumps(dict(value), separators=(',', ':'))}")
-        elif isinstance(value, (list, tuple)):
-            args.append(flag)
-            args.extend(str(item) for item in value)
-        else:
-            args.append(f"{flag}={value}")
-    return args
+def engine_args_filter(engine_args):
+    """The argument list for a mapping of engine arguments (see DOCUMENTATION)."""
+    try:
+        return engine_arg_list(engine_args)
+    except TypeError as exc:
+        raise AnsibleFilterError(f"vllm_engine_args: {exc}") from exc
 
 
 class FilterModule:
     """llmops.vllm.vllm_engine_args"""
 
     def filters(self):
-        return {"vllm_engine_args": engine_arg_list}
+        return {"vllm_engine_args": engine_args_filter}

@@ -15,6 +15,10 @@ description:
   - Every key an entry of O(_input) leaves out comes from O(defaults) (the C(vllm_server) role passes its
     C(vllm_server_*) variables). C(engine_args) and C(env) are merged over the defaults key by key (V(null)
     removes one); every other key replaces the default.
+  - Finds the vLLM release each model runs (C(vllm_version), else the image tag) and adapts the default engine
+    arguments and environment, written for the seed's vLLM 0.9.0, to that release (see
+    C(plugins/plugin_utils/_vllm_release.py)); C(warnings) lists what the user should know (a release that cannot
+    be told from the image, variables the release ignores).
   - Adds what the templates need so that they stay plain, for example C(args) (the rendered vLLM argument
     list, through P(llmops.vllm.vllm_engine_args#filter)), C(model_path), C(selector), C(gpus) and the byte
     counts the preflight checks.
@@ -51,8 +55,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.llmops.vllm.plugins.filter.vllm_engine_args import engine_arg_list, merge_engine_args
 from ansible_collections.llmops.vllm.plugins.module_utils.sizing import parse_quantity
+from ansible_collections.llmops.vllm.plugins.plugin_utils._engine_arg_check import check_env
+from ansible_collections.llmops.vllm.plugins.plugin_utils._engine_args import engine_arg_list, merge_engine_args
+from ansible_collections.llmops.vllm.plugins.plugin_utils._vllm_release import (
+    ReleaseView,
+    adapt_defaults,
+    image_release,
+    release_view,
+)
 
 LOAD_STRATEGIES = ("ram_copy", "direct", "runai_streamer")
 # Where the pods see things; fixed so that the init container, the server and the docs agree.
@@ -109,28 +120,45 @@ def _requested_gpus(resources: Mapping[str, Any]) -> int:
     return 0
 
 
-def _parallel_size(engine_args: Mapping[str, Any], name: str) -> int:
-    for key, value in engine_args.items():
-        if key.lstrip("-").replace("_", "-") == name:
-            try:
-                return int(value)
-            except (TypeError, ValueError):
-                return 1
-    return 1
+def _release(entry: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[str, ReleaseView | None, list[str]]:
+    """The vLLM version the model runs (``vllm_version``, else the image tag), what it accepts, and warnings."""
+    name = entry.get("name")
+    image = entry.get("image", defaults.get("image"))
+    version = str(entry.get("vllm_version", defaults.get("vllm_version")) or "").strip() or image_release(image)
+    if not version:
+        return (
+            "",
+            None,
+            [
+                f"model {name}: image {image} does not say which vLLM it runs, so its engine arguments are not checked "
+                "and the defaults are the ones for vLLM 0.9.0; set vllm_version"
+            ],
+        )
+    try:
+        view = release_view(version)
+    except ValueError:
+        return version, None, []  # the preflight refuses it
+    return version, view, [f"model {name}: {view.note}"] if view.note else []
 
 
 def resolve(entry: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """One complete model spec: ``entry`` over ``defaults``, plus what the templates derive from it."""
-    spec: dict[str, Any] = dict(defaults)
+    version, view, warnings = _release(entry, defaults)
+    default_args, default_env = defaults.get("engine_args") or {}, defaults.get("env") or {}
+    if view is not None:
+        # The defaults are the seed's (vLLM 0.9.0); what the user writes in the entry is checked, not adapted.
+        default_args, default_env = adapt_defaults(default_args, default_env, view)
+    spec: dict[str, Any] = {**defaults, "engine_args": default_args, "env": default_env}
     for key, value in entry.items():
         if key == "engine_args":
-            spec[key] = merge_engine_args(defaults.get(key), value)
+            spec[key] = merge_engine_args(default_args, value)
         elif key == "env":
-            spec[key] = _merge_env(defaults.get(key), value)
+            spec[key] = _merge_env(default_env, value)
         else:
             spec[key] = value
     name = str(spec["name"])
     spec["name"] = name
+    spec["vllm_version"] = version
     for key in ("gpus", "stage_workers"):
         # Unset: null, which older ansible-core versions may hand over as text.
         if spec.get(key) in ("", "None"):
@@ -170,19 +198,17 @@ def resolve(entry: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, 
     if strategy == "runai_streamer":
         head["load-format"] = "runai_streamer"
     spec["engine_args"] = merge_engine_args(head, spec.get("engine_args") or {})
-    spec["args"] = engine_arg_list(spec["engine_args"])
+    spec["args"] = engine_arg_list(spec["engine_args"], view.negatable() if view else frozenset())
     gpus = spec.get("gpus")
     spec["resources"] = _with_gpus(spec.get("resources") or {}, gpus)
     spec["gpus"] = _requested_gpus(spec["resources"])
-    spec["parallel_gpus"] = _parallel_size(spec["engine_args"], "tensor-parallel-size") * _parallel_size(
-        spec["engine_args"], "pipeline-parallel-size"
-    )
     env = dict(spec.get("env") or {})
     api_key = spec.get("api_key_secret") or {}
     if api_key:
         # vLLM reads VLLM_API_KEY when --api-key is not given: the key never appears in args or the spec.
         env["VLLM_API_KEY"] = {"secretKeyRef": {"name": api_key["name"], "key": api_key.get("key", "api-key")}}
     spec["env_list"] = _env_list(env)
+    spec["warnings"] = warnings + (check_env(name, env, view) if view else [])
     spec["api_key_secret"] = dict(api_key) if api_key else {}
     spec["memory_limit"] = ((spec["resources"].get("limits") or {}).get("memory")) or None
     spec["model_size_bytes"] = _quantity_or_none(spec.get("model_size"))

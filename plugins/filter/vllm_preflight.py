@@ -15,7 +15,9 @@ description:
   - Checks specs from P(llmops.vllm.vllm_model_specs#filter) without a cluster, so that deploy.yml and
     render.yml refuse the same inputs before anything is applied or written.
   - "Checks: model names are DNS labels (they name the Deployment and the Service) and unique; the load strategy
-    is known; C(tensor-parallel-size) times C(pipeline-parallel-size) does not exceed the GPUs requested; the
+    is known; C(tensor-parallel-size) times C(pipeline-parallel-size) (times C(data-parallel-size)) equals the GPUs
+    requested; every engine argument exists in the model's vLLM release and takes the value given (kind, type,
+    choices; see C(plugins/plugin_utils/_engine_arg_check.py)); Mistral formats have their files; the
     RAM volume's C(sizeLimit) holds the model (C(ram_copy)); the memory limit covers the Memory volumes plus
     the server's working memory (see C(plugins/module_utils/sizing.py)); sizes are valid quantities; labels are
     valid and differ between models; a downloaded model names its Hugging Face repository; models sharing a
@@ -51,7 +53,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ansible_collections.llmops.vllm.plugins.filter.vllm_engine_args import flag_key
 from ansible_collections.llmops.vllm.plugins.filter.vllm_model_specs import LOAD_STRATEGIES
 from ansible_collections.llmops.vllm.plugins.module_utils.sizing import (
     ceil_gi,
@@ -60,6 +61,14 @@ from ansible_collections.llmops.vllm.plugins.module_utils.sizing import (
     parse_quantity,
     ram_volume_shortfall,
 )
+from ansible_collections.llmops.vllm.plugins.plugin_utils._engine_arg_check import (
+    check_flags,
+    check_gpus,
+    check_mistral_files,
+    check_shape,
+)
+from ansible_collections.llmops.vllm.plugins.plugin_utils._engine_args import flag_key
+from ansible_collections.llmops.vllm.plugins.plugin_utils._vllm_release import release_view
 
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -172,6 +181,25 @@ def _extras(spec: Mapping[str, Any], problems: list[str]) -> None:
         problems.append(f"model {name}: replicas {replicas!r} must be a whole number of 0 or more")
 
 
+def _engine(spec: Mapping[str, Any], problems: list[str]) -> None:
+    """Engine arguments against the model's vLLM release (when known), the GPUs and the model's files."""
+    name, engine_args = spec["name"], spec.get("engine_args") or {}
+    shape = check_shape(name, engine_args)
+    problems.extend(shape)
+    version = spec.get("vllm_version")
+    if version and not shape:
+        try:
+            view = release_view(version)
+        except ValueError:
+            problems.append(
+                f"model {name}: vllm_version {version!r} is not a vLLM version; write it like 0.9.0 or 0.33.0"
+            )
+        else:
+            problems.extend(check_flags(name, engine_args, view))
+    problems.extend(check_gpus(name, engine_args, spec["gpus"]))
+    problems.extend(check_mistral_files(name, engine_args, spec.get("files") if spec.get("download") else [], version))
+
+
 def preflight(specs: list[Mapping[str, Any]]) -> list[str]:
     """Problems with the resolved specs, one line each (see DOCUMENTATION)."""
     problems: list[str] = []
@@ -205,11 +233,7 @@ def preflight(specs: list[Mapping[str, Any]]) -> list[str]:
         for key, instead in OWNED_BY_SPEC.items():
             if any(flag_key(k) == key for k in (spec.get("user_engine_args") or {})):
                 problems.append(f"model {name}: engine_args sets {key}; set {instead} instead")
-        if spec["parallel_gpus"] > spec["gpus"]:
-            problems.append(
-                f"model {name}: tensor-parallel-size x pipeline-parallel-size is {spec['parallel_gpus']} but only "
-                f"{spec['gpus']} GPU(s) are requested; set gpus: {spec['parallel_gpus']} or lower the parallelism"
-            )
+        _engine(spec, problems)
         _labels(spec, problems)
         _sizes(spec, problems)
         _extras(spec, problems)

@@ -21,24 +21,12 @@ import yaml
 from cluster_helpers import BIN, ROOT, Kubectl, run_playbook
 
 TIMINGS: list[tuple[str, float]] = []
-SEED_ARGS = [
-    "--port=8080",
-    "--model=/ram-models/mistral-7b-v0-3",
-    "--tokenizer_mode=auto",
-    "--trust-remote-code",
-    "--gpu_memory_utilization=0.90",
-    "--max-model-len=2048",
-    "--tensor-parallel-size=1",
-    "--max-num-batched-tokens=8192",
-    "--max-num-seqs=256",
-    "--block-size=16",
-    "--enforce-eager",
-    "--swap-space=16",
-    "--disable-custom-all-reduce",
-    "--config-format=mistral",
-    "--enable-auto-tool-choice",
-    "--tool-call-parser=mistral",
-]
+# The workshop's manifest, verbatim: what the defaults reproduce.
+WORKSHOP = {
+    d["kind"]: d for d in yaml.safe_load_all((ROOT / "tests" / "data" / "workshop-vllm-deployment.yml").read_text())
+}
+WORKSHOP_VLLM = WORKSHOP["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+SEED_ARGS = WORKSHOP_VLLM["args"]
 SEED_FILES = [
     "consolidated.safetensors",
     "params.json",
@@ -299,6 +287,39 @@ PREFLIGHT_CASES = {
         {"vllm_models": [{"name": "mistral", "load_strategy": "mmap"}]},
         "unknown load_strategy 'mmap'",
     ),
+    # Engine arguments against the release the image runs (plugins/plugin_utils/_engine_arg_check.py).
+    "engine-arg-unknown": (
+        {"vllm_models": [{"name": "mistral", "engine_args": {"max-model-length": 4096}}]},
+        "model mistral: --max-model-length: vLLM 0.9.0 has no such flag; did you mean --max-model-len?",
+    ),
+    "engine-arg-removed-in-the-release": (
+        {"vllm_models": [{"name": "mistral", "image": "vllm/vllm-openai:v0.33.0", "engine_args": {"swap-space": 4}}]},
+        "model mistral: --swap-space was removed in vLLM 0.18 (last in 0.17.1) because the V1 engine never swaps",
+    ),
+    "engine-arg-value-not-a-choice": (
+        {"vllm_models": [{"name": "mistral", "engine_args": {"dtype": "fp32"}}]},
+        "model mistral: --dtype does not take 'fp32'; vLLM 0.9.0 takes one of auto,",
+    ),
+    "engine-arg-switch-given-a-value": (
+        {"vllm_models": [{"name": "mistral", "engine_args": {"enforce-eager": "yes"}}]},
+        "model mistral: --enforce-eager takes no value (it is a switch): write true or false, not 'yes'",
+    ),
+    "engine-arg-tool-parser-not-shipped": (
+        {"vllm_models": [{"name": "mistral", "engine_args": {"tool-call-parser": "mistrall"}}]},
+        "model mistral: --tool-call-parser names 'mistrall', which vLLM 0.9.0 does not ship; use one of",
+    ),
+    "gpus-left-idle": (
+        {"vllm_models": [{"name": "mistral", "gpus": 2}]},
+        "tensor-parallel-size x pipeline-parallel-size is 1 but 2 GPU(s) are requested, so 1 would sit idle",
+    ),
+    "mistral-config-without-params-json": (
+        {"vllm_server_hf_files": ["consolidated.safetensors", "tokenizer.model.v3", "config.json"]},
+        "model mistral: --config-format=mistral reads params.json, which is not among hf_files",
+    ),
+    "vllm-version-not-a-version": (
+        {"vllm_server_vllm_version": "latest"},
+        "model mistral: vllm_version 'latest' is not a vLLM version",
+    ),
     "no-gpu-nodes-and-no-node-pool": (
         {"vllm_server_gpu_node_label": "llmops.test/no-such-gpu-label=true"},
         "no node has the label llmops.test/no-such-gpu-label=true and no node pool is requested",
@@ -393,15 +414,8 @@ def test_render_with_defaults_reproduces_the_workshop(tmp_path):
     assert {"name": "models", "mountPath": "/models", "readOnly": True} in init["volumeMounts"]
     (vllm,) = pod["containers"]
     assert vllm["name"] == "vllm"
-    assert vllm["image"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/vllm:0.9.0-gpu-py312-cu128-ubuntu22.04-ec2"
-    assert vllm["args"] == SEED_ARGS
-    assert vllm["env"] == [
-        {"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "max_split_size_mb:512"},
-        {"name": "VLLM_ATTENTION_BACKEND", "value": "FLASHINFER"},
-    ]
-    gpu = {"cpu": 6, "memory": "32Gi", "nvidia.com/gpu": 1}
-    assert vllm["resources"] == {"requests": gpu, "limits": gpu}
-    assert vllm["ports"] == [{"containerPort": 8080, "protocol": "TCP", "name": "http"}]
+    for field in ("image", "imagePullPolicy", "args", "env", "resources", "ports"):
+        assert vllm[field] == WORKSHOP_VLLM[field], field
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["ram-models"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "20Gi"}
     assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "fsx-models", "readOnly": True}
