@@ -1,9 +1,16 @@
-"""A fake vLLM server for tests: vLLM 0.9's OpenAI-compatible HTTP API over real HTTP, on pytest-httpserver.
+"""A fake vLLM server for tests: vLLM's OpenAI-compatible HTTP API over real HTTP, on pytest-httpserver.
 
 It answers like ``vllm serve /ram-models/mistral-7b-v0-3 --enable-auto-tool-choice --tool-call-parser=mistral``
-(the reference deployment) does:
+(the reference deployment) does, release by release (``FakeVLLMConfig.release``; the behaviours that differ were
+read from vLLM 0.9.0, 0.10.2, 0.11.2 and 0.33.0 and cite the file they copy):
 
-- ``GET /health``: 200 with an empty body (503 while "loading");
+- while loading, **connections are refused**: vLLM binds its port, builds the engine, and only then listens
+  (0.9.0 ``entrypoints/openai/api_server.py`` run_server: ``create_server_socket`` binds, ``serve_http`` listens
+  after ``build_async_engine_client``; 0.33.0 ``entrypoints/launchers``). ``loading="status"`` answers 503 instead,
+  as a proxy or gateway in front of a loading server does; ``loading="silent"`` accepts and says nothing;
+- ``GET /health``: 200 with an empty body; with ``engine_dead``: 200 on 0.9.0 (V1 ``AsyncLLM.check_health`` only
+  logs), a bare 500 on 0.10 (``EngineDeadError`` through ``entrypoints/launcher.py``'s handler), 503 from 0.11
+  (``api_server.py`` health: ``except EngineDeadError: return Response(status_code=503)``);
 - ``GET /v1/models``: ``{"object": "list", "data": [{"id", "object": "model", "owned_by": "vllm", "root",
   "parent", "max_model_len", ...}]}``;
 - ``GET /version``: ``{"version": "0.9.0"}``;
@@ -15,7 +22,13 @@ It answers like ``vllm serve /ram-models/mistral-7b-v0-3 --enable-auto-tool-choi
 - ``GET /metrics``: Prometheus text with ``vllm:num_requests_running``, ``vllm:num_requests_waiting``, ...;
 - 401 ``{"error": "Unauthorized"}`` on ``/v1/*`` when an API key is configured and the bearer token is
   missing or wrong; 404 ``NotFoundError`` for an unknown model id; 400 for ``tool_choice: auto`` when auto tool
-  choice is off.
+  choice is off. Error bodies are flat (``{"object": "error", "message", ...}``) before 0.10.1 and nested
+  (``{"error": {"message", "type", "param", "code"}}``) from 0.10.1 (0.33.0 ``serve/engine/protocol.py``);
+- tool calls: ``auto`` goes through the tool parser (Mistral: 9-character ids, ``finish_reason: tool_calls``);
+  ``required`` and named choice use guided decoding before 0.33 (0.9.0 ``serving_chat.py``: ids
+  ``chatcmpl-tool-<32 hex>``, ``content: ""``, the engine's ``finish_reason``, ``stop``) and the parser from 0.33
+  (``renderers/online_renderer.py``: without ``--tool-call-parser`` a 400 ``tool_choice="required" requires
+  --tool-call-parser to be set``; ``serve/utils/tool_calls_utils.py``: required gives ``tool_calls``, named ``stop``).
 
 Every answer is computed from :class:`FakeVLLMConfig` when the request arrives, so a test can change the
 config of a running server to make it misbehave (malformed JSON, no tool call, bad tool arguments, empty
@@ -62,6 +75,14 @@ from werkzeug import Request, Response
 
 DEFAULT_MODEL = "/ram-models/mistral-7b-v0-3"
 VLLM_VERSION = "0.9.0"
+LOADING_MODES = ("refuse", "status", "silent")
+
+
+def release_key(version: str) -> tuple[int, ...]:
+    """``0.10.1`` as ``(0, 10, 1)``, for comparing releases."""
+    return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
+
+
 CHAT_PATH = "/v1/chat/completions"
 
 
@@ -72,17 +93,20 @@ class FakeVLLMConfig:
     #: Served model ids (``--model`` / ``--served-model-name``); the reference serves its RAM path.
     models: list[str] = dataclasses.field(default_factory=lambda: [DEFAULT_MODEL])
     max_model_len: int = 2048
-    #: ``None``: ``/version`` answers 404.
-    version: str | None = VLLM_VERSION
+    #: The vLLM release whose behaviour the server copies (see the module docstring).
+    release: str = VLLM_VERSION
+    #: What ``/version`` says: ``""`` the release, ``None`` a 404.
+    version: str | None = ""
     #: Set: ``/v1/*`` wants ``Authorization: Bearer <api_key>`` (vLLM ``--api-key``).
     api_key: str | None = None
     #: What the model says; split into tokens at word boundaries.
     reply: str = "The capital of France is Paris."
-    #: Seconds after start during which every request gets ``loading_status`` (see also ``load_for``).
+    #: Seconds after start during which the server loads (see also ``load_for``).
     ready_after: float = 0.0
-    #: The answer while loading: an HTTP status, or ``None`` to accept the connection and stay silent until
-    #: ready (what vLLM itself does: it binds its port before it loads the model).
-    loading_status: int | None = 503
+    #: While loading: ``refuse`` connections (vLLM itself), answer ``loading_status`` (a gateway or the API
+    #: server's service proxy in front), or accept and stay ``silent``.
+    loading: str = "refuse"
+    loading_status: int = 503
     #: Paths whose JSON (including stream events, for the chat path) is cut in half.
     malformed_json: set[str] = dataclasses.field(default_factory=set)
     #: ``False``: tool requests get a text answer and no ``tool_calls`` (a missing or wrong tool parser).
@@ -91,16 +115,24 @@ class FakeVLLMConfig:
     tool_arguments: str | None = None
     #: ``False``: ``tool_choice: auto`` gets vLLM's 400 (server started without ``--enable-auto-tool-choice``).
     auto_tool_choice: bool = True
+    #: ``--tool-call-parser``; ``None``: none (0.33 then refuses required and named tool choice too).
+    tool_parser: str | None = "mistral"
+    #: ``True``: the engine died (see the module docstring for what each release answers).
+    engine_dead: bool = False
     #: ``True``: chat answers carry empty content (and a stream carries no content).
     empty_content: bool = False
     #: Seconds before each streamed token (slow streaming).
     token_delay: float = 0.0
     #: Seconds before a chat completion is answered (a slow or stuck engine).
     response_delay: float = 0.0
-    #: ``False``: the stream ends without ``data: [DONE]``.
+    #: ``False``: the stream ends without ``data: [DONE]`` (transformers serve and several gateways).
     stream_done: bool = True
+    #: ``False``: the stream stops after the content, without the event carrying ``finish_reason`` (cut off).
+    stream_finish: bool = True
     #: ``False``: ``/metrics`` carries only process series, no ``vllm:`` ones.
     metrics: bool = True
+    #: ``False``: no ``/metrics`` route at all (404), as on servers that are not vLLM.
+    metrics_endpoint: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,12 +214,20 @@ class FakeVLLM:
     def start(self) -> FakeVLLM:
         self._stopped.clear()
         self._ready_at = time.monotonic() + self.config.ready_after
-        self._server.start()
+        if self.config.loading == "refuse" and self.config.ready_after > 0:
+            self.start_later(self.config.ready_after)  # the port is bound but not listening: refused
+        elif not self._server.is_running():
+            self._server.start()
         return self
 
     def start_later(self, seconds: float) -> threading.Timer:
         """Start listening after ``seconds``: until then connections are refused."""
-        timer = threading.Timer(seconds, self.start)
+
+        def listen() -> None:
+            if not self._stopped.is_set() and not self._server.is_running():
+                self._server.start()
+
+        timer = threading.Timer(seconds, listen)
         timer.daemon = True
         timer.start()
         return timer
@@ -204,8 +244,13 @@ class FakeVLLM:
         self.stop()
 
     def load_for(self, seconds: float = math.inf) -> None:
-        """Answer as a loading server (``config.loading_status``) for ``seconds`` from now; ``inf``: forever."""
+        """Load (again) for ``seconds`` from now, ``inf``: forever; how it looks depends on ``config.loading``."""
         self._ready_at = time.monotonic() + seconds
+        if self.config.loading == "refuse":
+            if self._server.is_running():
+                self._server.stop()
+            if seconds != math.inf:
+                self.start_later(seconds)
 
     @property
     def loading(self) -> bool:
@@ -246,7 +291,7 @@ class FakeVLLM:
     def _guard(self, path: str | None, handler: Any) -> Any:
         def respond(request: Request) -> Response:
             if self.loading:
-                if self.config.loading_status is not None:
+                if self.config.loading == "status":
                     return Response(b"", status=self.config.loading_status)
                 while self.loading and not self._stopped.is_set():
                     time.sleep(0.05)
@@ -267,12 +312,27 @@ class FakeVLLM:
     # ------------------------------------------------------------------------------------------ endpoints
 
     def _health(self, request: Request) -> Response:
+        if self.config.engine_dead and self._at_least("0.11"):
+            return Response(b"", status=503)
+        if self.config.engine_dead and self._at_least("0.10"):
+            return Response(b"", status=500)
         return Response(b"", status=200)
+
+    def _at_least(self, release: str) -> bool:
+        return release_key(self.config.release) >= release_key(release)
+
+    def _error(self, status: int, kind: str, message: str, param: str | None = None) -> Response:
+        """vLLM's ErrorResponse: flat before 0.10.1, nested under "error" from 0.10.1."""
+        if self._at_least("0.10.1"):
+            return _json_response({"error": {"message": message, "type": kind, "param": param, "code": status}}, status)
+        return _json_response(
+            {"object": "error", "message": message, "type": kind, "param": None, "code": status}, status
+        )
 
     def _version(self, request: Request) -> Response:
         if self.config.version is None:
             return _json_response({"detail": "Not Found"}, 404)
-        return self._json("/version", {"version": self.config.version})
+        return self._json("/version", {"version": self.config.version or self.config.release})
 
     def _models(self, request: Request) -> Response:
         created = int(time.time())
@@ -310,32 +370,46 @@ class FakeVLLM:
         config = self.config
         body = request.get_json(silent=True, force=True)
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            return _error(400, "BadRequestError", "the request body must be a JSON object with messages")
+            return self._error(400, "BadRequestError", "the request body must be a JSON object with messages")
+        if config.engine_dead:
+            if self._at_least("0.33"):  # serve/exception_handling/error_response.py
+                return self._error(500, "InternalServerError", "The server had an error while processing your request.")
+            return Response(b"", status=500)  # entrypoints/launcher.py: Response(status_code=500)
         model = body.get("model")
         if model not in config.models:
-            return _error(404, "NotFoundError", f"The model `{model}` does not exist.")
+            suffix = f" Valid aliases: {', '.join(config.models)}." if self._at_least("0.33") else ""
+            return self._error(404, "NotFoundError", f"The model `{model}` does not exist.{suffix}", "model")
         tools = body.get("tools") or []
         tool_choice = body.get("tool_choice", "auto" if tools else "none")
-        if tools and tool_choice == "auto" and not config.auto_tool_choice:
-            return _error(
+        parsing = config.auto_tool_choice and config.tool_parser is not None
+        if tools and tool_choice == "auto" and not parsing:
+            return self._error(
                 400,
                 "BadRequestError",
                 '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set',
             )
+        if tools and tool_choice not in ("auto", "none") and not parsing and self._at_least("0.33"):
+            named = isinstance(tool_choice, dict)
+            desc = f'function "{tool_choice.get("function", {}).get("name")}"' if named else f'"{tool_choice}"'
+            return self._error(400, "BadRequestError", f"tool_choice={desc} requires --tool-call-parser to be set")
         if config.response_delay:
             time.sleep(config.response_delay)
         max_tokens = body.get("max_tokens") or config.max_model_len
         prompt_tokens = 5 + sum(len(str(m.get("content", "")).split()) for m in body["messages"] if isinstance(m, dict))
         call = None
-        if tools and tool_choice != "none" and config.tool_calls:
-            call = self._tool_call(tools, tool_choice)
+        # Before 0.33 required and named tool choice use guided decoding: a call whatever the parser does.
+        guided = tools and tool_choice not in ("auto", "none") and not self._at_least("0.33")
+        if tools and tool_choice != "none" and (config.tool_calls or guided):
+            call = self._tool_call(tools, tool_choice, guided)
             reply = ""
         elif tools and tool_choice != "none":
             reply = "I cannot look up the weather, but Paris is usually mild."
         else:
             reply = "" if config.empty_content else config.reply
         tokens = re.findall(r"\s*\S+", reply)[:max_tokens]
-        finish = "tool_calls" if call else ("length" if len(re.findall(r"\S+", reply)) > max_tokens else "stop")
+        finish = "length" if len(re.findall(r"\S+", reply)) > max_tokens else "stop"
+        if call and (tool_choice == "auto" or (tool_choice == "required" and not guided)):
+            finish = "tool_calls"  # named choice and guided decoding keep the engine's reason
         completion_tokens = 24 if call else len(tokens)
         self._account(prompt_tokens, completion_tokens, finish)
         if body.get("stream"):
@@ -343,7 +417,7 @@ class FakeVLLM:
             return self._stream(model, tokens, call, finish, prompt_tokens, completion_tokens, include_usage)
         message: dict[str, Any] = {"role": "assistant", "reasoning_content": None}
         if call:
-            message.update(content=None, tool_calls=[call])
+            message.update(content=None if tool_choice == "auto" else "", tool_calls=[call])
         else:
             message.update(content="".join(tokens), tool_calls=[])
         doc = {
@@ -364,7 +438,7 @@ class FakeVLLM:
         }
         return self._json(CHAT_PATH, doc)
 
-    def _tool_call(self, tools: list[dict[str, Any]], tool_choice: Any) -> dict[str, Any]:
+    def _tool_call(self, tools: list[dict[str, Any]], tool_choice: Any, guided: bool = False) -> dict[str, Any]:
         function = tools[0].get("function", {})
         if isinstance(tool_choice, dict):
             wanted = tool_choice.get("function", {}).get("name")
@@ -375,8 +449,10 @@ class FakeVLLM:
             kind = schema.get("properties", {}).get(name, {}).get("type", "string")
             arguments[name] = {"integer": 1, "number": 1.5, "boolean": True}.get(kind, "Paris")
         raw = self.config.tool_arguments if self.config.tool_arguments is not None else json.dumps(arguments)
-        # MistralToolCall ids: 9 characters from letters and digits.
-        call_id = "".join(random.choices(string.ascii_letters + string.digits, k=9))
+        if guided:  # 0.9.0 entrypoints/chat_utils.py random_tool_call_id: chatcmpl-tool-<uuid4 hex>
+            call_id = f"chatcmpl-tool-{uuid.uuid4().hex}"
+        else:  # MistralToolCall ids: 9 characters from letters and digits.
+            call_id = "".join(random.choices(string.ascii_letters + string.digits, k=9))
         return {"id": call_id, "type": "function", "function": {"name": function.get("name"), "arguments": raw}}
 
     def _stream(
@@ -422,6 +498,8 @@ class FakeVLLM:
                     if config.token_delay:
                         time.sleep(config.token_delay)
                     yield event(delta({"content": token}))
+                if not config.stream_finish:
+                    return
                 yield event(delta({"content": ""}, finish))
                 if include_usage:
                     usage = {
@@ -445,6 +523,8 @@ class FakeVLLM:
             self._finished[finish] = self._finished.get(finish, 0) + 1
 
     def _metrics(self, request: Request) -> Response:
+        if not self.config.metrics_endpoint:
+            return _json_response({"detail": "Not Found"}, 404)
         lines = [
             "# HELP python_info Python platform information",
             "# TYPE python_info gauge",
@@ -479,11 +559,6 @@ class FakeVLLM:
 
 def _json_response(doc: Any, status: int) -> Response:
     return Response(json.dumps(doc), status=status, content_type="application/json")
-
-
-def _error(status: int, kind: str, message: str) -> Response:
-    """vLLM's ErrorResponse body."""
-    return _json_response({"object": "error", "message": message, "type": kind, "param": None, "code": status}, status)
 
 
 def make_tls_files(directory: Path) -> TLSFiles:
@@ -575,16 +650,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--model", action="append", help="served model id (repeatable)")
     parser.add_argument("--api-key")
-    parser.add_argument("--ready-after", type=float, default=0.0, help="seconds of 503 before serving")
+    parser.add_argument("--ready-after", type=float, default=0.0, help="seconds of loading (refused) before serving")
+    parser.add_argument("--release", default=VLLM_VERSION, help="the vLLM release whose behaviour to copy")
     parser.add_argument("--token-delay", type=float, default=0.0)
     args = parser.parse_args(argv)
-    config = FakeVLLMConfig(api_key=args.api_key, ready_after=args.ready_after, token_delay=args.token_delay)
+    config = FakeVLLMConfig(
+        api_key=args.api_key,
+        ready_after=args.ready_after,
+        token_delay=args.token_delay,
+        release=args.release,
+    )
     if args.model:
         config.models = args.model
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *signal_args: stop.set())
     with FakeVLLM(config, host=args.host, port=args.port) as server:
-        print(f"fake vLLM {VLLM_VERSION} serving {', '.join(config.models)} at {server.url}", flush=True)
+        print(f"fake vLLM {config.release} serving {', '.join(config.models)} at {server.url}", flush=True)
         try:
             stop.wait()
         except KeyboardInterrupt:

@@ -52,13 +52,16 @@ REASONS = (
     "tls_error",  # certificate verify failed, handshake failed, or the TLS files cannot be loaded
     "connection_error",  # connection reset/closed without an HTTP answer (often http vs https)
     "not_ready",  # still loading (503, or no answer) when wait_timeout ran out
+    "engine_dead",  # /health 500 (vLLM 0.10) or an empty 503 at the end of the wait (0.11+): the engine died
     "timeout",  # a request got no (complete) answer within timeout
     "unauthorized",  # 401: missing or wrong API key (or Kubernetes credentials)
     "forbidden",  # 403: the Kubernetes user may not use services/proxy
     "service_not_found",  # 404 from the API server: no such Service
     "model_not_found",  # the expected model is not served (listed, or a 404 for it)
     "model_ambiguous",  # several models served and none named
-    "tool_calling_disabled",  # tool_choice auto refused: server lacks --enable-auto-tool-choice
+    "tool_calling_disabled",  # tool_choice refused: server lacks --enable-auto-tool-choice / --tool-call-parser
+    "no_tool_call",  # a well-formed answer without a tool call
+    "no_metrics_endpoint",  # GET /metrics is 404: the server exposes no Prometheus metrics
     "malformed_response",  # an answer does not have the documented shape
     "http_error",  # any other unexpected HTTP status
     "not_run",  # an earlier failure made this check impossible
@@ -275,6 +278,12 @@ class _Answer:
         return f"{self.method} {self.path}"
 
 
+def _release(version: str | None) -> tuple[int, int] | None:
+    """(major, minor) of a vLLM version string such as ``0.9.0.1`` or ``0.33.0+cu130``; None when unknown."""
+    match = re.match(r"^v?(\d+)\.(\d+)", str(version or ""))
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 1)
 
@@ -358,9 +367,12 @@ class _Client:
                 error=str(inner),
             )
         if isinstance(inner, ConnectionRefusedError):
+            # vLLM binds its port before it loads the model but listens only once the engine is built
+            # (vllm/entrypoints/openai/api_server.py run_server: create_server_socket, then serve_http).
             return ProbeError(
                 "connection_refused",
-                f"connection refused by {where}: nothing listens there; is the server running and the port right?",
+                f"connection refused by {where}: nothing listens there yet; vLLM refuses connections until the model "
+                "is loaded (set wait_timeout to wait for it), else check the server runs and the port is right",
                 error=str(inner),
             )
         if isinstance(inner, (socket.timeout, TimeoutError)):
@@ -467,7 +479,9 @@ class _Probe:
         start = time.perf_counter()
         blocked: tuple[str, str] | None = None  # (check, reason) of a transport failure that stops the rest
         for name in self.plan():
-            if blocked is None and name in _NEEDS_MODEL and self.model is None:
+            models_failed = not self.checks.get("models", {}).get("passed", True)
+            if blocked is None and name in _NEEDS_MODEL and (self.model is None or models_failed):
+                # No request for a model the server does not serve: it could only fail the same way again.
                 self.checks[name] = _not_run("models", self.checks.get("models", {}).get("reason"))
                 continue
             if blocked is not None:
@@ -554,19 +568,48 @@ class _Probe:
                 f"404 from the Kubernetes API server on {answer.what}: {message}; check service name and namespace",
                 **details,
             )
-        if status == 404 and (doc.get("type") == "NotFoundError" or "does not exist" in message):
+        if self.names_missing_model(status, doc, message):
             served = ", ".join(self.models) if self.models else "see GET /v1/models"
             return ProbeError("model_not_found", f"{where}: {message} Set model to a served id ({served})", **details)
+        if status == 400 and "requires --tool-call-parser" in message:
+            # vLLM 0.33 (renderers/online_renderer.py): required and named tool choice go through the parser too.
+            return ProbeError(
+                "tool_calling_disabled",
+                f"{where}: {message}; start vLLM with --tool-call-parser=<parser> (mistral for Mistral models)",
+                **details,
+            )
         if status == 400 and "enable-auto-tool-choice" in message:
+            # Before 0.33, required and named tool choice use guided decoding and need no parser.
+            older = _release(self.version) is not None and _release(self.version) < (0, 33)
             return ProbeError(
                 "tool_calling_disabled",
                 f"{where}: {message}; start vLLM with --enable-auto-tool-choice --tool-call-parser=<parser> "
-                "(mistral for Mistral models), or probe with tool_choice: required",
+                "(mistral for Mistral models)" + (", or probe with tool_choice: required" if older else ""),
+                **details,
+            )
+        if status == 500 and message == "(empty body)" and not self.target.service:
+            # vLLM answers every request a bare 500 once its engine died (0.9.0 entrypoints/launcher.py handlers).
+            return ProbeError(
+                "engine_dead",
+                f"{where} with an empty body: vLLM's answer once its engine died; the pod's log says why "
+                "(kubectl logs, --previous after a restart)",
                 **details,
             )
         if status in _LOADING_STATUS:
             return ProbeError("not_ready", f"{where}: {message} (the server is up but not serving yet)", **details)
         return ProbeError("http_error", f"{where}: {message}", **details)
+
+    def names_missing_model(self, status: int, doc: dict[str, t.Any], message: str) -> bool:
+        """Whether an error answer says the requested model is not served: vLLM's 404 NotFoundError (flat before
+        0.10.1, nested under "error" after), or another server's 400/404/422 that names the model."""
+        error = doc.get("error") if isinstance(doc.get("error"), dict) else doc
+        if status == 404 and (error.get("type") == "NotFoundError" or "does not exist" in message):
+            return True
+        if status in (400, 404, 422) and self.model and str(self.model) in message:
+            return bool(
+                re.search(r"not (found|served|available|supported|loaded)|does not exist|unknown", message, re.I)
+            )
+        return False
 
     def service_exists(self) -> bool:
         """Whether the API server has the target's Service object (False when it cannot tell)."""
@@ -601,6 +644,14 @@ class _Probe:
                         "attempts": attempts,
                     }
                 err = self.status_error(answer)
+                if answer.status == 500 and not self.target.service:
+                    # vLLM 0.10 maps EngineDeadError to a bare 500, /health included (entrypoints/launcher.py).
+                    err = ProbeError(
+                        "engine_dead",
+                        "500 Internal Server Error on GET /health: the vLLM engine died; the pod's log says why "
+                        "(kubectl logs, --previous after a restart)",
+                        status=500,
+                    )
                 if answer.status == 404 and err.reason == "http_error":
                     err = ProbeError(
                         "http_error",
@@ -618,10 +669,24 @@ class _Probe:
                 if not settings.wait_timeout:
                     raise ProbeError(err.reason, err.message, attempts=attempts, waited_ms=0.0, **err.details)
                 reason = "not_ready" if answered else err.reason
+                hint = ""
+                if err.details.get("status") == 503 and err.details.get("error") == "(empty body)":
+                    # vLLM 0.11+ answers /health 503 with no body once EngineDeadError is raised, while a loading
+                    # vLLM refuses connections (serve/instrumentator/health.py); a gateway may send the same.
+                    hint = " (an empty 503 from vLLM itself means its engine died: see the pod's log)"
+                if err.reason == "connection_refused":
+                    err = ProbeError(
+                        err.reason,
+                        f"connection refused by {_host_port(self.target.base_url)} on every attempt: vLLM refuses "
+                        "connections until its model is loaded (raise wait_timeout for a large model), or nothing "
+                        "runs there (check the pod and the port)",
+                        **err.details,
+                    )
                 raise ProbeError(
                     reason,
                     f"not ready after {settings.wait_timeout:g} s (wait_timeout, {attempts} attempts); last seen: "
-                    + err.message,
+                    + err.message
+                    + hint,
                     attempts=attempts,
                     waited_ms=self.waited_ms,
                     last_seen=err.reason,
@@ -772,12 +837,7 @@ class _Probe:
             )
 
         if not isinstance(calls, list) or not calls:
-            content = message.get("content")
-            raise malformed(
-                f"no message.tool_calls (finish_reason {finish!r}, content {_snippet(content or '', 80)!r}); "
-                "the server needs --enable-auto-tool-choice and the model's --tool-call-parser (mistral for "
-                "Mistral models)"
-            )
+            raise self.no_tool_call(answer, finish, message.get("content"))
         call = calls[0]
         if not isinstance(call, dict) or call.get("type") != "function":
             raise malformed(
@@ -806,6 +866,25 @@ class _Probe:
             "name": name,
             "arguments": parsed,
         }
+
+    def no_tool_call(self, answer: _Answer, finish: t.Any, content: t.Any) -> ProbeError:
+        """A well-formed answer that calls no tool, with the advice that fits the tool choice and the release."""
+        said = f"finish_reason {finish!r}, content {_snippet(content or '', 80)!r}"
+        if self.settings.tool_choice == "auto":
+            advice = (
+                "with tool_choice auto the model may answer in text, or the server's --tool-call-parser does not "
+                "match the model's format (mistral for Mistral models); probe with tool_choice: named to force a call"
+            )
+        else:
+            # Before 0.33 vLLM forces required/named calls with guided decoding (no parser involved).
+            advice = (
+                f"tool_choice {self.settings.tool_choice} should force a call; vLLM forces it with guided decoding "
+                "before 0.33 and through --tool-call-parser from 0.33, so check the structured-output backend or "
+                "the parser"
+            )
+        return ProbeError(
+            "no_tool_call", f"{answer.what} answered without a tool call ({said}): {advice}", status=answer.status
+        )
 
     def stream_chat(self, max_tokens: int) -> dict[str, t.Any]:
         """One streamed chat completion, timed: time to first token, time per output token after it."""
@@ -872,8 +951,10 @@ class _Probe:
         except (OSError, http.client.HTTPException) as exc:
             raise self.client.transport_error(exc, "POST", path, timeout) from exc
         end = time.perf_counter()
-        if not done:
-            raise malformed(f"the stream ended after {chunks} events without 'data: [DONE]'")
+        # Complete with 'data: [DONE]' (vLLM), or when the last choice carried a finish_reason (transformers serve
+        # and several gateways send no [DONE]; the openai client ends such a stream normally too).
+        if not done and finish is None:
+            raise malformed(f"the stream ended after {chunks} events without 'data: [DONE]' or a finish_reason")
         if not arrivals:
             raise malformed(f"no content in {chunks} events (every delta.content empty)")
         tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
@@ -888,6 +969,7 @@ class _Probe:
             "events": chunks,
             "completion_tokens": tokens,
             "finish_reason": finish,
+            "done_marker": done,
             "content": _snippet("".join(parts), 200),
         }
 
@@ -899,6 +981,13 @@ class _Probe:
 
     def check_metrics(self) -> dict[str, t.Any]:
         answer = self.get("/metrics")
+        if answer.status == 404:
+            raise ProbeError(
+                "no_metrics_endpoint",
+                "GET /metrics is 404: this server exposes no Prometheus metrics (vLLM serves them at /metrics; is it "
+                "another server, or a gateway that does not route /metrics?)",
+                status=404,
+            )
         if answer.status != 200:
             raise self.status_error(answer)
         names: set[str] = set()

@@ -159,9 +159,10 @@ options:
       - The C(tool_choice) of the C(tool_call) check.
       - V(auto) is what clients send and what C(--enable-auto-tool-choice --tool-call-parser=...) serves; it
         proves the parser turns the model's output into C(tool_calls). A server started without those flags
-        fails with reason C(tool_calling_disabled).
-      - V(required) (vLLM 0.8.3 and later) and V(named) (the tool by name) force a call through guided
-        decoding; they prove tool calling works without exercising the tool parser.
+        fails with reason C(tool_calling_disabled); a well-formed answer in text fails with C(no_tool_call).
+      - V(required) and V(named) (the tool by name) force a call. vLLM 0.8.3 to 0.32 forces it with guided
+        decoding (no parser needed; C(finish_reason) C(stop), ids C(chatcmpl-tool-...)); from 0.33 both go through
+        the tool parser, and a server without C(--tool-call-parser) refuses them (C(tool_calling_disabled)).
     type: str
     choices: [auto, required, named]
     default: auto
@@ -393,7 +394,9 @@ checks:
       C(models) and C(max_model_len); C(version) adds C(present) and C(version); C(chat) adds C(content) (up to
       200 characters), C(finish_reason), C(usage) and C(output_tokens_per_s); C(tool_call) adds C(tool_choice),
       C(finish_reason), C(tool_calls) (count), C(id), C(name) and C(arguments) (parsed); C(stream) adds
-      C(ttft_ms), C(inter_token_ms), C(events), C(completion_tokens), C(finish_reason) and C(content);
+      C(ttft_ms), C(inter_token_ms), C(events), C(completion_tokens), C(finish_reason), C(done_marker) (whether
+      the stream ended with C(data: [DONE]); a stream whose last event carries a C(finish_reason) is complete
+      without it, as from C(transformers serve) and several gateways) and C(content);
       C(metrics) adds C(series) (number of C(vllm:) series) and C(values) (C(num_requests_running),
       C(num_requests_waiting) and the cache usage, summed over label sets); C(load) adds C(succeeded),
       C(errors) and C(output_tokens_per_s), its C(latency_ms) being the median.
@@ -406,8 +409,8 @@ checks:
     chat: {passed: true, reason: null, status: 200, latency_ms: 412.5, content: The capital of France is Paris.,
            finish_reason: stop, usage: {prompt_tokens: 15, completion_tokens: 8, total_tokens: 23},
            output_tokens_per_s: 19.4}
-    tool_call: {passed: false, reason: malformed_response, status: 200,
-                msg: "malformed tool call from POST /v1/chat/completions: no message.tool_calls ..."}
+    tool_call: {passed: false, reason: no_tool_call, status: 200,
+                msg: "POST /v1/chat/completions answered without a tool call (finish_reason 'stop', ..."}
 elapsed_ms:
   description: Milliseconds all checks took, the readiness wait included.
   returned: always
@@ -421,12 +424,18 @@ failed_check:
 reason:
   description:
     - Machine-readable cause of the failure, the first failing check's.
-    - One of C(connection_refused), C(dns_failure), C(tls_error) (certificate verify failed, handshake failed,
-      or TLS files that do not load), C(connection_error) (closed without an HTTP answer, often http against
-      https), C(not_ready) (still loading when O(wait_timeout) ran out, or a 502/503/504 answer), C(timeout)
-      (no answer within O(timeout)), C(unauthorized) (401), C(forbidden) (403 from the API server),
-      C(service_not_found), C(model_not_found), C(model_ambiguous), C(tool_calling_disabled),
-      C(malformed_response), C(http_error) (any other status);
+    - One of C(connection_refused) (nothing listens; a loading vLLM refuses connections until its model is
+      loaded, so after O(wait_timeout) it means still loading or not running), C(dns_failure), C(tls_error)
+      (certificate verify failed, handshake failed, or TLS files that do not load), C(connection_error) (closed
+      without an HTTP answer, often http against https), C(not_ready) (a 502/503/504 answer, from a gateway or the
+      service proxy in front of a loading server, or an accepted connection without an answer, when
+      O(wait_timeout) ran out), C(engine_dead) (the vLLM engine died: C(/health) 500 on 0.10, a bare 500 to a
+      request on 0.9), C(timeout) (no answer within O(timeout)), C(unauthorized) (401), C(forbidden) (403 from
+      the API server), C(service_not_found), C(model_not_found) (not listed, vLLM's 404, or another server's 400
+      naming the model; the checks that need the model are then C(not_run)), C(model_ambiguous),
+      C(tool_calling_disabled) (the server refuses the tool choice: no C(--enable-auto-tool-choice) or no
+      C(--tool-call-parser)), C(no_tool_call) (a well-formed answer without a tool call), C(no_metrics_endpoint)
+      (C(/metrics) is 404), C(malformed_response), C(http_error) (any other status);
       before any request, C(invalid_option), C(missing_library) or C(kubeconfig_error).
   returned: failure
   type: str

@@ -232,6 +232,9 @@ def test_model_not_listed(fake_vllm: FakeVLLM) -> None:
     result = run(fake_vllm.url, model="mistral")
     entry = assert_failed(result, "models", "model_not_found", "'mistral' is not served", DEFAULT_MODEL)
     assert entry["models"] == [DEFAULT_MODEL]
+    # Nothing is asked of a model the server does not serve: the checks that need it are not run.
+    assert fake_vllm.requests_to("/v1/chat/completions") == []
+    assert {result["checks"][c]["reason"] for c in ("chat", "tool_call", "stream")} == {"not_run"}
 
 
 def test_model_not_found_in_a_request(fake_vllm: FakeVLLM) -> None:
@@ -271,10 +274,12 @@ def test_malformed_chat_json(fake_vllm: FakeVLLM) -> None:
     assert "event 1 is not JSON" in result["checks"]["stream"]["msg"]
 
 
-def test_no_tool_calls(fake_vllm: FakeVLLM) -> None:
+def test_a_well_formed_answer_without_a_tool_call(fake_vllm: FakeVLLM) -> None:
     fake_vllm.config.tool_calls = False
     result = run(fake_vllm.url)
-    assert_failed(result, "tool_call", "malformed_response", "no message.tool_calls", "--tool-call-parser")
+    assert_failed(
+        result, "tool_call", "no_tool_call", "without a tool call", "--tool-call-parser", "tool_choice: named"
+    )
     assert [n for n, e in result["checks"].items() if not e["passed"]] == ["tool_call"]
 
 
@@ -288,15 +293,51 @@ def test_tool_arguments_that_are_not_an_object(fake_vllm: FakeVLLM) -> None:
     assert_failed(run(fake_vllm.url), "tool_call", "malformed_response", "not a JSON object")
 
 
-def test_auto_tool_choice_disabled(fake_vllm: FakeVLLM) -> None:
+def test_auto_tool_choice_disabled_on_0_9(fake_vllm: FakeVLLM) -> None:
     fake_vllm.config.auto_tool_choice = False
     result = run(fake_vllm.url)
     assert_failed(result, "tool_call", "tool_calling_disabled", "--enable-auto-tool-choice", "tool_choice: required")
-    # A forced call goes through guided decoding and needs no parser.
+    # Before 0.33 a forced call goes through guided decoding and needs no parser.
     for choice in ("required", "named"):
-        assert run(fake_vllm.url, tool_choice=choice)["failed"] is False
+        forced = run(fake_vllm.url, tool_choice=choice)
+        assert forced["failed"] is False, forced.get("msg")
+        call = forced["checks"]["tool_call"]
+        assert call["id"].startswith("chatcmpl-tool-") and call["finish_reason"] == "stop"
     named = [r.json for r in fake_vllm.requests_to("/v1/chat/completions") if "tools" in r.json][-1]
     assert named["tool_choice"] == {"type": "function", "function": {"name": "get_current_weather"}}
+
+
+def test_tool_choice_on_0_33_goes_through_the_parser() -> None:
+    with FakeVLLM(FakeVLLMConfig(release="0.33.0")) as server:
+        required = run(server.url, tool_choice="required")["checks"]["tool_call"]
+        named = run(server.url, tool_choice="named")["checks"]["tool_call"]
+        assert (required["passed"], required["finish_reason"]) == (True, "tool_calls")
+        assert (named["passed"], named["finish_reason"]) == (True, "stop")
+        server.config.tool_parser = None
+        for choice, said in (("required", 'tool_choice="required"'), ("named", 'tool_choice=function "get_')):
+            result = run(server.url, tool_choice=choice)
+            assert_failed(result, "tool_call", "tool_calling_disabled", said, "--tool-call-parser=<parser>")
+            assert "tool_choice: required" not in result["msg"]
+        # No advice to fall back on required where required needs the parser too.
+        result = run(server.url)
+        assert_failed(result, "tool_call", "tool_calling_disabled", "--enable-auto-tool-choice")
+        assert "tool_choice: required" not in result["msg"]
+
+
+@pytest.mark.parametrize(
+    "release, health", [("0.9.0", 200), ("0.10.2", 500), ("0.33.0", 503)], ids=["0.9", "0.10", "0.33"]
+)
+def test_a_dead_engine_is_named_as_such(release: str, health: int) -> None:
+    with FakeVLLM(FakeVLLMConfig(release=release, engine_dead=True)) as server:
+        result = run(server.url, wait_timeout=1, poll_interval=0.2)
+        if health == 200:  # 0.9.0's /health stays 200: the first request to the engine tells
+            assert_failed(result, "chat", "engine_dead", "500 Internal Server Error", "engine died")
+        elif health == 500:
+            entry = assert_failed(result, "health", "engine_dead", "500 Internal Server Error on GET /health")
+            assert entry["attempts"] == 1  # no waiting for a dead engine
+        else:
+            # A gateway may answer an empty 503 too: the reason stays not_ready, the message says what it means.
+            assert_failed(result, "health", "not_ready", "last seen: 503", "engine died")
 
 
 def test_empty_content(fake_vllm: FakeVLLM) -> None:
@@ -306,9 +347,23 @@ def test_empty_content(fake_vllm: FakeVLLM) -> None:
     assert "no content" in result["checks"]["stream"]["msg"]
 
 
-def test_stream_without_done(fake_vllm: FakeVLLM) -> None:
+def test_a_stream_without_done_that_finished_is_complete(fake_vllm: FakeVLLM) -> None:
+    # transformers serve and several gateways send no [DONE]; the last event's finish_reason ends the stream.
     fake_vllm.config.stream_done = False
-    assert_failed(run(fake_vllm.url), "stream", "malformed_response", "without 'data: [DONE]'")
+    result = run(fake_vllm.url, load=ep.LoadSettings(requests=4, concurrency=2))
+    assert result["failed"] is False, result.get("msg")
+    assert result["checks"]["stream"]["done_marker"] is False and result["load"]["errors"] == 0
+
+
+def test_a_stream_cut_off_before_it_finished(fake_vllm: FakeVLLM) -> None:
+    fake_vllm.config.stream_done = False
+    fake_vllm.config.stream_finish = False
+    assert_failed(run(fake_vllm.url), "stream", "malformed_response", "without 'data: [DONE]' or a finish_reason")
+
+
+def test_no_metrics_endpoint(fake_vllm: FakeVLLM) -> None:
+    fake_vllm.config.metrics_endpoint = False
+    assert_failed(run(fake_vllm.url, checks=("metrics",)), "metrics", "no_metrics_endpoint", "exposes no Prometheus")
 
 
 def test_metrics_without_vllm_series_and_no_version_endpoint(fake_vllm: FakeVLLM) -> None:
@@ -344,14 +399,30 @@ def test_request_timeout(fake_vllm: FakeVLLM) -> None:
     assert_failed(result, "chat", "timeout", "no answer to POST /v1/chat/completions", "within 0.5 s")
 
 
-def test_one_look_at_a_loading_server(fake_vllm: FakeVLLM) -> None:
+def test_one_look_at_a_loading_vllm_is_refused_and_says_so(fake_vllm: FakeVLLM) -> None:
+    fake_vllm.load_for(math.inf)
+    result = run(fake_vllm.url)
+    entry = assert_failed(result, "health", "connection_refused", "refuses connections until the model is loaded")
+    assert entry["attempts"] == 1
+
+
+def test_one_look_at_a_loading_server_behind_a_gateway(fake_vllm: FakeVLLM) -> None:
+    fake_vllm.config.loading = "status"
     fake_vllm.load_for(math.inf)
     result = run(fake_vllm.url)
     entry = assert_failed(result, "health", "not_ready", "503 Service Unavailable on GET /health", "not serving yet")
     assert entry["attempts"] == 1 and entry["status"] == 503
 
 
+def test_waits_while_vllm_loads_refusing_connections() -> None:
+    with FakeVLLM(FakeVLLMConfig(ready_after=1.5)) as server:
+        result = run(server.url, wait_timeout=60, poll_interval=0.2)
+        assert result["failed"] is False, result.get("msg")
+        assert result["waited_ms"] >= 1000 and result["checks"]["health"]["attempts"] > 1
+
+
 def test_waits_through_503_until_ready(fake_vllm: FakeVLLM) -> None:
+    fake_vllm.config.loading = "status"
     fake_vllm.load_for(2.0)
     start = time.monotonic()
     result = run(fake_vllm.url, wait_timeout=60, poll_interval=0.2)
@@ -364,6 +435,7 @@ def test_waits_through_503_until_ready(fake_vllm: FakeVLLM) -> None:
 
 
 def test_never_ready_fails_at_wait_timeout_with_the_last_status(fake_vllm: FakeVLLM) -> None:
+    fake_vllm.config.loading = "status"
     fake_vllm.load_for(math.inf)
     start = time.monotonic()
     result = run(fake_vllm.url, wait_timeout=2, poll_interval=0.5)
@@ -391,9 +463,9 @@ def test_nothing_ever_listens_fails_as_connection_refused_after_the_wait() -> No
     assert entry["attempts"] >= 2
 
 
-def test_waits_through_a_silent_port_like_vllm_loading() -> None:
-    # vLLM binds its port before it loads the model: connections are accepted, nothing answers.
-    with FakeVLLM(FakeVLLMConfig(loading_status=None, ready_after=1.5)) as server:
+def test_waits_through_a_silent_port() -> None:
+    # A proxy that holds the connection while its backend loads: accepted, nothing answers.
+    with FakeVLLM(FakeVLLMConfig(loading="silent", ready_after=1.5)) as server:
         result = run(server.url, wait_timeout=60, poll_interval=0.2)
         assert result["failed"] is False, result.get("msg")
         # The first request is held until the model is "loaded", then answered.
@@ -401,7 +473,7 @@ def test_waits_through_a_silent_port_like_vllm_loading() -> None:
 
 
 def test_a_silent_port_that_never_answers_fails_as_not_ready() -> None:
-    with FakeVLLM(FakeVLLMConfig(loading_status=None)) as server:
+    with FakeVLLM(FakeVLLMConfig(loading="silent")) as server:
         server.load_for(math.inf)
         result = run(server.url, wait_timeout=2, poll_interval=0.2)
         assert_failed(result, "health", "not_ready", "not ready after 2 s", "last seen: no answer to GET /health")

@@ -104,7 +104,13 @@ FAILURES = {
         "model_not_found",
         "The model `mistral` does not exist.",
     ),
-    "loading": ("never", {"wait_timeout": 1.5, "poll_interval": 0.3}, "health", "not_ready", "not ready after 1.5 s"),
+    "loading": (
+        "never",
+        {"wait_timeout": 1.5, "poll_interval": 0.3},
+        "health",
+        "connection_refused",
+        "not ready after 1.5 s (wait_timeout",
+    ),
     "malformed": (
         {"malformed_json": {"/v1/models"}},
         {},
@@ -116,8 +122,8 @@ FAILURES = {
         {"tool_calls": False},
         {},
         "tool_call",
-        "malformed_response",
-        "no message.tool_calls",
+        "no_tool_call",
+        "answered without a tool call",
     ),
     "bad arguments": (
         {"tool_arguments": "{city: Paris}"},
