@@ -29,6 +29,12 @@ options:
     type: list
     elements: dict
     required: true
+  facts:
+    description:
+      - Model directory to the facts of its staging manifest (what the download Jobs printed), when known.
+      - Adds the check that C(max-model-len) is not above what the model supports (C(max_position_embeddings) and
+        its RoPE scaling, as vLLM derives it), which vLLM otherwise refuses only when the pod starts.
+    type: dict
 author:
   - llmops.vllm maintainers (@llmops-vllm)
 """
@@ -65,6 +71,7 @@ from ansible_collections.llmops.vllm.plugins.plugin_utils._engine_arg_check impo
     check_flags,
     check_gpus,
     check_mistral_files,
+    check_model_len,
     check_shape,
 )
 from ansible_collections.llmops.vllm.plugins.plugin_utils._engine_args import flag_key
@@ -200,9 +207,14 @@ def _engine(spec: Mapping[str, Any], problems: list[str]) -> None:
     problems.extend(check_mistral_files(name, engine_args, spec.get("files") if spec.get("download") else [], version))
 
 
-def preflight(specs: list[Mapping[str, Any]]) -> list[str]:
-    """Problems with the resolved specs, one line each (see DOCUMENTATION)."""
+def preflight(specs: list[Mapping[str, Any]], facts: Mapping[str, Any] | None = None) -> list[str]:
+    """Problems with the resolved specs, one line each (see DOCUMENTATION); with ``facts`` (model directory to the
+    staging manifest's facts, once the downloads are done) also a ``max-model-len`` the model cannot take."""
     problems: list[str] = []
+    for spec in specs:
+        known = (facts or {}).get(spec["model_dir"])
+        if known:
+            problems.extend(check_model_len(spec["name"], spec.get("engine_args") or {}, spec.get("env") or {}, known))
     names: set[str] = set()
     for spec in specs:
         name = spec["name"]

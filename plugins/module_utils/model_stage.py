@@ -25,6 +25,7 @@ import hashlib
 import json
 import mmap
 import os
+import re
 import shutil
 import struct
 import sys
@@ -51,8 +52,9 @@ MANIFEST_PREFIX = "MANIFEST "
 PARTIAL_DIR = ".partial"
 HF_ENDPOINT = "https://huggingface.co"
 
-# safetensors refuses headers above 100 MB; anything larger is garbage, not a header.
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+# safetensors refuses a header longer than this (0.8.0 safetensors/src/tensor.rs:10 `MAX_HEADER_SIZE: usize =
+# 100_000_000`, checked as `n > MAX_HEADER_SIZE` in read_metadata): anything larger is not a header.
+MAX_HEADER_BYTES = 100_000_000
 # Scheduling unit of the parallel copy: small enough that one 14.5 GB file spreads over every worker.
 DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024
 # With sha256 on, chunks are held in memory until hashed in order: at most 2 x workers of them.
@@ -63,7 +65,8 @@ HTTP_TIMEOUT_S = 60.0
 HTTP_RETRIES = 4
 HTTP_RETRY_BASE_S = 1.0
 
-# Bits per element for every dtype the safetensors format defines.
+# Bits per element of every dtype safetensors 0.8.0 reads, exactly its `Dtype` enum and `Dtype::bitsize`
+# (safetensors/src/tensor.rs:811-892); the library refuses any other name (serde: "unknown variant").
 DTYPE_BITS = {
     "BOOL": 8,
     "U8": 8,
@@ -71,6 +74,8 @@ DTYPE_BITS = {
     "F8_E4M3": 8,
     "F8_E5M2": 8,
     "F8_E8M0": 8,
+    "F8_E4M3FNUZ": 8,
+    "F8_E5M2FNUZ": 8,
     "I16": 16,
     "U16": 16,
     "F16": 16,
@@ -86,7 +91,8 @@ DTYPE_BITS = {
     "F6_E2M3": 6,
     "F6_E3M2": 6,
 }
-# safetensors dtype -> the name vLLM and config.json use.
+# safetensors dtype -> the name vLLM and config.json use: torch's, as safetensors 0.8.0 maps them
+# (bindings/python/src/lib.rs:2328-2375 get_pydtype; it maps no F6 type, torch has none).
 TORCH_DTYPE = {
     "BOOL": "bool",
     "U8": "uint8",
@@ -94,6 +100,8 @@ TORCH_DTYPE = {
     "F8_E4M3": "float8_e4m3fn",
     "F8_E5M2": "float8_e5m2",
     "F8_E8M0": "float8_e8m0fnu",
+    "F8_E4M3FNUZ": "float8_e4m3fnuz",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz",
     "I16": "int16",
     "U16": "uint16",
     "F16": "float16",
@@ -110,7 +118,11 @@ TORCH_DTYPE = {
     "F6_E3M2": "float6_e3m2fn",
 }
 MISTRAL_TOKENIZERS = ("tokenizer.model.v3", "tokenizer.model", "tekken.json")
+# The files vLLM's Mistral tokenizer loads from a directory; it refuses none or several
+# (vllm 0.9.0 vllm/transformers_utils/tokenizers/mistral.py:128-144 find_tokenizer_file).
+MISTRAL_TOKENIZER_FILE = re.compile(r"^tokenizer\.model\.v.*$|^tekken\.json$|^tokenizer\.mm\.model\.v.*$")
 HF_TOKENIZERS = ("tokenizer.json", "tokenizer.model")
+ROPE_KEYS = ("rope_type", "type", "factor", "original_max_position_embeddings")
 
 
 class ModelStageError(Exception):
@@ -422,8 +434,11 @@ def read_safetensors_header(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise InvalidModelError(path, "corrupt", "corrupt: the safetensors header is not a JSON object")
     metadata = header.pop("__metadata__", None)
-    if metadata is not None and not isinstance(metadata, dict):
-        raise InvalidModelError(path, "corrupt", "corrupt: __metadata__ is not a JSON object")
+    # The library reads it as Option<HashMap<String, String>> (0.8.0 safetensors/src/tensor.rs:540-543).
+    if metadata is not None and (
+        not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise InvalidModelError(path, "corrupt", "corrupt: __metadata__ is not a JSON object of strings")
     tensors: dict[str, dict[str, Any]] = {}
     spans: list[tuple[int, int, str]] = []
     parameters = 0
@@ -565,6 +580,7 @@ def _hf_facts(root: Path) -> dict[str, Any]:
     heads = _pos_int(text, ["num_attention_heads", "n_head"], where)
     architectures = config.get("architectures")
     dtype = text.get("torch_dtype") or text.get("dtype")
+    rope = text.get("rope_scaling")
     return {
         "architecture": architectures[0] if isinstance(architectures, list) and architectures else None,
         "hidden_size": hidden,
@@ -578,6 +594,8 @@ def _hf_facts(root: Path) -> dict[str, Any]:
             text, ["max_position_embeddings", "n_positions", "max_seq_len", "seq_length"], where, required=False
         ),
         "config_dtype": dtype if isinstance(dtype, str) else None,
+        # What vLLM derives max_model_len from (0.9.0 vllm/config.py:3211-3235 _get_and_verify_max_len).
+        "rope_scaling": {k: rope[k] for k in ROPE_KEYS if k in rope} if isinstance(rope, dict) else None,
     }
 
 
@@ -588,7 +606,7 @@ def _detect_layout(root: Path, top: set[str]) -> tuple[str, list[str]]:
     hf_present = bool(hf_weights) or "model.safetensors.index.json" in top
     layouts = []
     if consolidated and "params.json" in top:
-        if not any(t in top for t in MISTRAL_TOKENIZERS) and not any(n.startswith("tokenizer.model.v") for n in top):
+        if "tokenizer.model" not in top and not any(MISTRAL_TOKENIZER_FILE.match(n) for n in top):
             raise InvalidModelError(
                 root / "tokenizer.model.v3",
                 "missing_file",
@@ -712,6 +730,7 @@ def inspect_model(path: str | os.PathLike, files: list[tuple[str, os.stat_result
             dtype_bytes[dtype] = dtype_bytes.get(dtype, 0) + count
     dominant = max(dtype_bytes, key=lambda d: dtype_bytes[d]) if dtype_bytes else None
     tokenizers = MISTRAL_TOKENIZERS if layout == "mistral" else HF_TOKENIZERS
+    mistral_tokenizers = sorted(n for n in top if MISTRAL_TOKENIZER_FILE.match(n))
     facts.update(
         {
             "dtype": TORCH_DTYPE.get(dominant) if dominant else facts.get("config_dtype"),
@@ -720,6 +739,8 @@ def inspect_model(path: str | os.PathLike, files: list[tuple[str, os.stat_result
             "weight_bytes": sum(headers[n]["size"] for n in weights),
             "weight_files": weights,
             "tokenizer": next((t for t in tokenizers if t in top), None),
+            # What vLLM's Mistral tokenizer loads (0.9-0.14 need exactly one; a plain tokenizer.model is not it).
+            "mistral_tokenizer": mistral_tokenizers[0] if len(mistral_tokenizers) == 1 else None,
         }
     )
     entries = [{"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns} for rel, st in files]
@@ -1558,14 +1579,40 @@ def _manifest_key(manifest: Mapping[str, Any]) -> str:
 # Download from the Hugging Face Hub (stdlib urllib)
 
 
+def _origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a url, as huggingface_hub 2.4.0 utils/_http.py:790-793 _url_origin."""
+    parsed = urllib.parse.urlsplit(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    return parsed.scheme, (parsed.hostname or "").lower(), port or {"http": 80, "https": 443}.get(parsed.scheme, 0)
+
+
+# The token follows a redirect only to the same origin or a Hub origin; never to a CDN's signed URL
+# (huggingface_hub 2.4.0 utils/_http.py:796-810 _HUB_ORIGINS and _is_same_or_hub_host).
+HUB_ORIGINS = frozenset(
+    _origin(u)
+    for u in (HF_ENDPOINT, "https://hub-ci.huggingface.co", os.environ.get("HF_ENDPOINT", HF_ENDPOINT), "https://hf.co")
+)
+
+
 def _http_open(url: str, token: str | None, headers: Mapping[str, str] | None = None, timeout: float = HTTP_TIMEOUT_S):
     import urllib.request  # only downloads need it; it costs the CLI's every start-up 20 ms
 
+    class HubRedirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, hdrs, newurl):
+            new = super().redirect_request(req, fp, code, msg, hdrs, newurl)
+            auth = req.unredirected_hdrs.get("Authorization")
+            if new is not None and auth and _origin(newurl) in {_origin(req.full_url), *HUB_ORIGINS}:
+                new.add_unredirected_header("Authorization", auth)
+            return new
+
     request = urllib.request.Request(url, headers={"User-Agent": f"{ENGINE}/{SCHEMA_VERSION}", **(headers or {})})
     if token:
-        # Unredirected: the Hub redirects downloads to a CDN, which must not receive the token.
+        # Unredirected: HubRedirects decides per hop (a renamed repo's 307 keeps it, a CDN's 302 drops it).
         request.add_unredirected_header("Authorization", f"Bearer {token}")
-    return urllib.request.build_opener().open(request, timeout=timeout)
+    return urllib.request.build_opener(HubRedirects).open(request, timeout=timeout)
 
 
 def _http_failure(err: urllib.error.HTTPError, url: str, repo_id: str, token_env: str | None) -> ModelStageError:
@@ -1681,30 +1728,55 @@ def download(
     each file into dest/.partial/ with HTTP Range resume, checks each LFS file's sha256 (the git blob id for
     small files), moves it into place and calls ``announce(name)``; finally verifies the model and writes
     the manifest last and atomically. A model whose manifest matches (same repo, revision and file
-    selection; files unchanged on disk) returns at once with ``changed=False`` without any request.
-    ``files`` are names or glob patterns; ``token`` is sent only to ``endpoint``, never logged.
+    selection, commit; files unchanged on disk) returns with ``changed=False``: without any request when
+    ``revision`` is a commit sha, after the one listing request that resolves a branch or tag otherwise.
+    Every file is fetched by the commit the listing names, so a branch that moves meanwhile cannot mix commits.
+    ``files`` are names or glob patterns; ``token`` is sent only to ``endpoint`` and Hub hosts, never logged.
     """
     start = time.monotonic()
     root = Path(dest).absolute()
     endpoint = endpoint.rstrip("/")
     spec = {"repo": repo_id, "revision": revision, "files": list(files) if files else None}
     existing = load_manifest(root)
-    if existing and _download_complete(root, existing, spec):
+    held = ((existing or {}).get("source") or {}).get("commit")
+    complete = existing is not None and _download_complete(root, existing, spec)
+
+    def unchanged() -> dict[str, Any]:
+        assert existing is not None
         for entry in existing["files"]:
             if announce:
                 announce(entry["path"])
         before = _listing(existing["files"])
         return _download_result(False, root, existing, [], 0, start, before, before)
 
+    # A commit sha names the same files forever: no request (huggingface_hub 2.4.0 _snapshot_download.py:262-270).
+    if complete and held == revision:
+        return unchanged()
     quoted_rev = urllib.parse.quote(revision, safe="")
     info_url = f"{endpoint}/api/models/{repo_id}/revision/{quoted_rev}?blobs=true"
-    raw_info = _with_retries(lambda: _read_url(info_url, token, timeout), info_url, repo_id, token_env, retries)
+    try:
+        raw_info = _with_retries(lambda: _read_url(info_url, token, timeout), info_url, repo_id, token_env, retries)
+    except ModelStageError as err:
+        # Hub unreachable or refusing: the copy already here serves, as snapshot_download falls back to its
+        # cached snapshot of the revision (huggingface_hub 2.4.0 _snapshot_download.py:299-345).
+        if not complete or err.problem == "not_found":
+            raise
+        if progress is not None:
+            progress.write(f"download: {err}; keeping the verified copy of {revision} ({held}) in {root}\n")
+        return unchanged()
     try:
         info = json.loads(raw_info.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise ModelStageError(info_url, "http_error", "the Hub's answer is not JSON (wrong --endpoint?)") from None
     if not isinstance(info, dict):
         raise ModelStageError(info_url, "http_error", "the Hub's answer is not a JSON object (wrong --endpoint?)")
+    # Resolve the revision once and fetch every file by that commit, as snapshot_download does with repo_info.sha
+    # (huggingface_hub 2.4.0 _snapshot_download.py:277-281 and 516-525, revision=commit_hash).
+    commit = info.get("sha")
+    if not isinstance(commit, str) or not _is_commit(commit):
+        raise ModelStageError(info_url, "http_error", "the Hub's answer names no commit sha (wrong --endpoint?)")
+    if complete and held == commit:
+        return unchanged()
     available = _hub_files(info, endpoint, repo_id)
     chosen = [_safe_relpath(n) for n in _select(available, files, repo_id, revision)]
     try:
@@ -1715,11 +1787,16 @@ def download(
         raise _os_error(err, root, "prepare the download directory") from None
     partial_dir = root / PARTIAL_DIR
     pending = []
+    vouched = _manifest_files(existing)
     for name in chosen:
         target = root / name
         meta = available[name]
         if target.is_file() and meta["size"] is not None and target.stat().st_size == meta["size"]:
-            sha_hex, sha1_hex = _file_digests(target, bool(meta["git_sha1"]))
+            entry = vouched.get(name, {})
+            if meta["sha256"] and entry.get("sha256") == meta["sha256"] and _same_file_state(entry, target.stat()):
+                sha_hex, sha1_hex = meta["sha256"], None  # the same blob as our manifest vouched for: not re-read
+            else:
+                sha_hex, sha1_hex = _file_digests(target, bool(meta["git_sha1"]))
             if _digests_match(meta, sha_hex, sha1_hex):
                 meta["computed_sha256"] = sha_hex
                 if announce:
@@ -1740,7 +1817,7 @@ def download(
     downloaded = 0
     for name in pending:
         meta = available[name]
-        url = f"{endpoint}/{repo_id}/resolve/{quoted_rev}/{urllib.parse.quote(name)}"
+        url = f"{endpoint}/{repo_id}/resolve/{commit}/{urllib.parse.quote(name)}"
         partial = partial_dir / name
         meta["computed_sha256"] = _download_file(
             url, partial, root / name, meta, token, timeout, retries, repo_id, token_env, progress
@@ -1758,11 +1835,15 @@ def download(
     manifest = inspect_model(root)
     known = {n: available[n]["computed_sha256"] for n in chosen}
     manifest["files"] = [dict(e, sha256=known[e["path"]]) if e["path"] in known else e for e in manifest["files"]]
-    manifest["source"] = dict(spec, endpoint=endpoint, commit=info.get("sha"))
+    manifest["source"] = dict(spec, endpoint=endpoint, commit=commit)
     save_manifest(root, manifest)
     if progress is not None and total:
         progress.write(f"download: {len(pending)} files, {_fmt_rate(downloaded, total, time.monotonic() - start)}\n")
     return _download_result(True, root, manifest, pending, downloaded, start, "", _listing(manifest["files"]))
+
+
+def _is_commit(revision: str) -> bool:
+    return re.fullmatch(r"[0-9a-f]{40}", revision) is not None  # huggingface_hub 2.4.0 REGEX_COMMIT_HASH
 
 
 def _size_or_zero(path: Path) -> int:

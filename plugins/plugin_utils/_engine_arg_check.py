@@ -27,7 +27,7 @@ from ansible_collections.llmops.vllm.plugins.plugin_utils._vllm_release import (
     parse_version,
 )
 
-__all__ = ["check_flags", "check_env", "check_mistral_files", "check_shape", "check_gpus"]
+__all__ = ["check_flags", "check_env", "check_mistral_files", "check_shape", "check_gpus", "check_model_len"]
 
 FLAG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 # Files vLLM's Mistral formats read (vllm/transformers_utils/config.py, tokenizers/mistral.py).
@@ -226,4 +226,56 @@ def check_gpus(model: str, engine_args: Mapping[str, Any], gpus: int) -> list[st
     return [
         f"model {model}: {product} is {used} but {gpus} GPU(s) are requested, so {gpus - used} would sit idle; set "
         f"gpus: {used} or raise the parallelism to use them"
+    ]
+
+
+def human_readable_int(value: Any) -> int | None:
+    """vLLM's ``human_readable_int`` (0.33.0 vllm/utils/argparse_utils.py): ``32k`` = 32000, ``32K`` = 32768;
+    None for what it is not (``auto``, ``-1``)."""
+    text = str(value).strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgGtT]?)", text)
+    if not match:
+        return None
+    number, suffix = match.groups()
+    if not suffix:
+        return int(float(number))
+    if suffix.islower():
+        return int(float(number) * 10 ** (3 * "kmgt".index(suffix) + 3))
+    return int(number) * 2 ** (10 * "KMGT".index(suffix) + 10) if number.isdigit() else None
+
+
+def derived_max_len(facts: Mapping[str, Any]) -> int | None:
+    """The longest context vLLM derives from the model's config, as far as the staging manifest's facts tell
+    (0.9.0 vllm/config.py _get_and_verify_max_len): ``max_position_embeddings`` times the RoPE scaling factor,
+    except for su, longrope and llama3 scaling (already counted) and Gemma 3. None when the facts do not say (no
+    length, no word on RoPE scaling) or when releases disagree (YaRN: 0.33 no longer multiplies)."""
+    length = facts.get("max_position_embeddings")
+    if not isinstance(length, int) or "rope_scaling" not in facts:
+        return None
+    rope = facts.get("rope_scaling") or {}
+    kind = rope.get("rope_type") or rope.get("type")
+    if not rope or kind in ("su", "longrope", "llama3") or "gemma3" in str(facts.get("architecture") or "").lower():
+        return length
+    if kind == "yarn":
+        return None
+    factor = rope.get("factor", 1.0)
+    return int(length * factor) if isinstance(factor, (int, float)) else None
+
+
+def check_model_len(
+    model: str, engine_args: Mapping[str, Any], env: Mapping[str, Any], facts: Mapping[str, Any]
+) -> list[str]:
+    """``--max-model-len`` above what the staged model supports, which vLLM refuses at start-up ("User-specified
+    max_model_len ... is greater than the derived max_model_len") unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1."""
+    wanted = next((v for k, v in engine_args.items() if flag_key(k) == "max-model-len" and v is not None), None)
+    length = human_readable_int(wanted) if wanted is not None else None
+    derived = derived_max_len(facts or {})
+    if length is None or derived is None or length <= derived:
+        return []
+    if str(env.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "")).lower() in ("1", "true"):
+        return []
+    return [
+        f"model {model}: --max-model-len={wanted} is above the {derived} tokens the model supports "
+        f"(max_position_embeddings in its config), so vLLM refuses to start; lower it to {derived} or less, or set "
+        "VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 in env if you know the model extrapolates"
     ]

@@ -320,6 +320,25 @@ PREFLIGHT_CASES = {
         {"vllm_server_vllm_version": "latest"},
         "model mistral: vllm_version 'latest' is not a vLLM version",
     ),
+    # FSx StorageClass parameters the FSx API refuses at CreateFileSystem (plugins/plugin_utils/_fsx.py).
+    "fsx-s3-link-on-persistent-2": (
+        {
+            "storage_mode": "dynamic",
+            "storage_subnet_id": "subnet-0123456789abcdef0",
+            "storage_security_group_ids": ["sg-0123456789abcdef0"],
+            "storage_s3_import_path": "s3://models-bucket/mistral",
+        },
+        "storage_s3_import_path: FSx takes no S3 link when it creates a PERSISTENT_2 file system",
+    ),
+    "fsx-throughput-not-offered": (
+        {
+            "storage_mode": "dynamic",
+            "storage_subnet_id": "subnet-0123456789abcdef0",
+            "storage_security_group_ids": ["sg-0123456789abcdef0"],
+            "storage_per_unit_storage_throughput": 200,
+        },
+        "storage_per_unit_storage_throughput 200 is not offered for PERSISTENT_2; use 125, 250, 500 or 1000",
+    ),
     "no-gpu-nodes-and-no-node-pool": (
         {"vllm_server_gpu_node_label": "llmops.test/no-such-gpu-label=true"},
         "no node has the label llmops.test/no-such-gpu-label=true and no node pool is requested",
@@ -351,6 +370,53 @@ def test_preflight_refuses_before_anything_is_created(case, kubectl, kubeconfig,
     applied = [t for play in report["plays"] for t in play["tasks"] if short(t["task"]["name"]).startswith("Apply")]
     assert applied == [], [t["task"]["name"] for t in applied]
     assert namespace_is_untouched(kubectl, base_vars["vllm_namespace"], base_vars["storage_pv_name"]) == []
+
+
+def test_max_model_len_above_the_downloaded_model_is_refused_before_the_server(kubectl, kubeconfig, monkeypatch):
+    """The download Job's manifest (kwok serves tests/cluster/kwok-logs/model-download-hf-4k.log as its log in the
+    namespace llmops-facts) says the model has 4096 positions: --max-model-len=8192 stops the run before the server
+    is applied, instead of a pod that crash-loops with vLLM's "greater than the derived max_model_len"."""
+    ns, pv = "llmops-facts", "fsx-llmops-facts"
+    kubectl.run("delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=60s", check=False)
+    extra = {
+        "vllm_namespace": ns,
+        "storage_pv_name": pv,
+        "vllm_models": [
+            {
+                "name": "tiny",
+                "model_dir": "llama-4k",
+                "hf_repo": "llmops-test/tiny-llama",
+                "hf_files": ["config.json", "tokenizer.json", "model.safetensors"],
+                "engine_args": {
+                    "max-model-len": 8192,
+                    "config-format": None,
+                    "tool-call-parser": None,
+                    "enable-auto-tool-choice": None,
+                },
+            }
+        ],
+    }
+    try:
+        rc, report = json_run("deploy.yml", kubeconfig, extra, monkeypatch=monkeypatch)
+        failed = [
+            (t["task"]["name"], t["hosts"]["localhost"])
+            for p in report["plays"]
+            for t in p["tasks"]
+            if t["hosts"].get("localhost", {}).get("failed")
+        ]
+        assert rc != 0 and len(failed) == 1, failed
+        task, result = failed[0]
+        assert short(task) == "Refuse a max-model-len the downloaded models cannot take"
+        assert result["msg"] == (
+            "model tiny: --max-model-len=8192 is above the 4096 tokens the model supports (max_position_embeddings "
+            "in its config), so vLLM refuses to start; lower it to 4096 or less, or set "
+            "VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 in env if you know the model extrapolates"
+        )
+        assert kubectl.json("-n", ns, "get", "deployments")["items"] == []
+        assert [j["metadata"]["name"] for j in kubectl.json("-n", ns, "get", "jobs")["items"]] == ["model-download"]
+    finally:
+        kubectl.run("delete", "namespace", ns, "--wait=false", check=False)
+        kubectl.run("delete", "pv", pv, "--ignore-not-found", "--wait=false", check=False)
 
 
 # ----------------------------------------------------------------------------------------------- render
@@ -451,6 +517,8 @@ def test_every_optional_object_is_valid_for_the_api_server(kubectl, kubeconfig, 
         "storage_mode": "dynamic",
         "storage_subnet_id": "subnet-0123456789abcdef0",
         "storage_security_group_ids": ["sg-0123456789abcdef0"],
+        # FSx links S3 at creation only for SCRATCH_1, SCRATCH_2 and PERSISTENT_1 (the FSx API reference).
+        "storage_deployment_type": "SCRATCH_2",
         "storage_s3_import_path": "s3://models-bucket/mistral",
         "storage_class_name": f"fsx-{namespace}",
         "gpu_nodepool_enabled": True,

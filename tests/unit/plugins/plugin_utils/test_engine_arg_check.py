@@ -13,6 +13,7 @@ import yaml
 from ansible_collections.llmops.vllm.plugins.filter.vllm_model_specs import model_specs
 from ansible_collections.llmops.vllm.plugins.filter.vllm_preflight import preflight
 from ansible_collections.llmops.vllm.plugins.plugin_utils import _vllm_release
+from ansible_collections.llmops.vllm.plugins.plugin_utils._engine_arg_check import derived_max_len, human_readable_int
 from ansible_collections.llmops.vllm.plugins.plugin_utils._vllm_release import image_release, release_view
 from ansible_collections.llmops.vllm.plugins.plugin_utils._vllm_releases import RELEASES, catalogue
 
@@ -201,3 +202,41 @@ def test_false_on_a_negatable_flag_renders_its_no_form():
     flag = sorted(view.negatable())[0]
     (spec,) = specs(f"vllm/vllm-openai:v{NEWEST}", engine_args={flag: False})
     assert f"--no-{flag}" in spec["args"]
+
+
+# ------------------------------------------------------------------------------ max-model-len against the model
+
+HF_FACTS = {"architecture": "LlamaForCausalLM", "max_position_embeddings": 4096, "rope_scaling": None}
+
+
+@pytest.mark.parametrize(
+    "text, value", [("8192", 8192), ("32k", 32000), ("32K", 32768), ("25.6k", 25600), ("auto", None), ("-1", None)]
+)
+def test_max_model_len_is_read_as_vllm_reads_it(text, value):
+    assert human_readable_int(text) == value
+
+
+@pytest.mark.parametrize(
+    "rope, longest",
+    [
+        (None, 4096),
+        ({"rope_type": "linear", "factor": 2.0}, 8192),
+        ({"type": "dynamic", "factor": 4.0}, 16384),
+        ({"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192}, 4096),
+        ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096}, None),
+    ],
+)
+def test_the_longest_context_follows_vllms_derivation(rope, longest):
+    assert derived_max_len({**HF_FACTS, "rope_scaling": rope}) == longest
+
+
+def test_max_model_len_above_the_model_is_refused_once_the_facts_are_known():
+    (spec,) = specs(engine_args={"max-model-len": "8k"}, model_dir="llama")
+    assert preflight([spec]) == []  # before the download: nothing known
+    (problem,) = preflight([spec], facts={"llama": HF_FACTS})
+    assert problem.startswith("model mistral: --max-model-len=8k is above the 4096 tokens the model supports")
+    assert preflight([spec], facts={"llama": {**HF_FACTS, "max_position_embeddings": 8192}}) == []
+    (spec,) = specs(engine_args={"max-model-len": "8k"}, model_dir="llama", env={"VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1"})
+    assert preflight([spec], facts={"llama": HF_FACTS}) == []
+    # A manifest without a word on RoPE scaling (older engine) or without a length: no guess.
+    assert preflight([spec], facts={"llama": {"max_position_embeddings": 4096}}) == []
