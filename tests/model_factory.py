@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "U8": 1, "I8": 1, "I32": 4, "I64": 8}
+DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "U8": 1, "I8": 1, "I32": 4, "I64": 8, "F8_E4M3FNUZ": 1}
 # Above this many bytes of tensor data a file repeats one random block instead of drawing every byte.
 RANDOM_LIMIT = 64 * 1024 * 1024
 BLOCK = 8 * 1024 * 1024

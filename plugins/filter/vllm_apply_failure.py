@@ -43,6 +43,17 @@ options:
     description: Whether a Deployment whose selector changed may be deleted and created again.
     type: bool
     default: false
+  what:
+    description: What the objects are (for example C(the model volume)), named when the API server did not answer.
+    type: str
+  kubeconfig:
+    description:
+      - The kubeconfig the apply used, to name its API server when it did not answer; unset, C(K8S_AUTH_KUBECONFIG),
+        C(KUBECONFIG) or C(~/.kube/config), as kubernetes.core reads them.
+    type: str
+  context:
+    description: The kubeconfig context the apply used; unset, the current one (or C(K8S_AUTH_CONTEXT)).
+    type: str
 author:
   - llmops.vllm maintainers (@llmops-vllm)
 """
@@ -63,8 +74,11 @@ _value:
 """
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
+
+import yaml
 
 TEMPLATE_HASH = "llmops.vllm/pod-template-hash"
 
@@ -115,8 +129,34 @@ def apply_failure(
     wanted: list[Mapping[str, Any]],
     live: list[Mapping[str, Any]] | None = None,
     replace: bool = False,
+    what: str | None = None,
+    kubeconfig: str | None = None,
+    context: str | None = None,
 ) -> dict[str, Any]:
     """One line for a failed apply, and the objects the documented replace path would delete and apply again."""
+    step = f"applying {what}: " if what else ""
+    server = api_server(kubeconfig, context) if failed.get("timedout") or not failed.get("msg") else None
+    at = f" {server}" if server else ""
+    if failed.get("timedout"):
+        # The task's timeout (vllm_api_timeout) ran out: connected, and no answer.
+        timed = failed["timedout"]
+        period = timed.get("period") if isinstance(timed, Mapping) else None
+        return {
+            "msg": f"{step}the Kubernetes API server{at} gave no answer within {period or 'the'} s (vllm_api_timeout), "
+            "so the step stopped; check the endpoint (a load balancer or proxy in front of it) and run again: what "
+            "was applied stays, a rerun converges",
+            "replace": [],
+            "refused": False,
+        }
+    if not (failed.get("msg") or failed.get("error")):
+        # No answer at all: the module raised (connection refused, DNS, TLS) before any object was applied.
+        return {
+            "msg": f"{step}no answer from the Kubernetes API server{at} (unreachable, refused or too slow), so "
+            "nothing of this step was applied; check that the cluster is up and that the kubeconfig and context point "
+            "at it, then run again",
+            "replace": [],
+            "refused": False,
+        }
     msg = str(failed.get("msg") or failed.get("error") or "the apply failed")
     status = _status(msg)
     message = " ".join(str(status.get("message") or msg).split())
@@ -167,6 +207,22 @@ def apply_failure(
         "replace": [_ref(w) for w, _f in changed],
         "refused": False,
     }
+
+
+def api_server(kubeconfig: str | None = None, context: str | None = None) -> str | None:
+    """The server URL of ``context`` in ``kubeconfig`` (or where kubernetes.core looks: K8S_AUTH_HOST,
+    K8S_AUTH_KUBECONFIG, KUBECONFIG, ~/.kube/config); None when it cannot tell."""
+    if os.environ.get("K8S_AUTH_HOST") and not kubeconfig:
+        return os.environ["K8S_AUTH_HOST"]
+    path = kubeconfig or os.environ.get("K8S_AUTH_KUBECONFIG") or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    try:
+        with open(os.path.expanduser(path.split(os.pathsep)[0]), encoding="utf-8") as handle:
+            config = yaml.safe_load(handle) or {}
+        name = context or os.environ.get("K8S_AUTH_CONTEXT") or config.get("current-context")
+        cluster = next(c["context"]["cluster"] for c in config.get("contexts") or [] if c.get("name") == name)
+        return next(c["cluster"]["server"] for c in config.get("clusters") or [] if c.get("name") == cluster)
+    except (OSError, ValueError, KeyError, TypeError, StopIteration, yaml.YAMLError):
+        return None
 
 
 def _live_selector(want: Mapping[str, Any], by_key: Mapping[tuple[str, str, str], Mapping[str, Any]]) -> Any:

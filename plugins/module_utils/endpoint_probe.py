@@ -479,8 +479,10 @@ class _Probe:
         start = time.perf_counter()
         blocked: tuple[str, str] | None = None  # (check, reason) of a transport failure that stops the rest
         for name in self.plan():
-            models_failed = not self.checks.get("models", {}).get("passed", True)
-            if blocked is None and name in _NEEDS_MODEL and (self.model is None or models_failed):
+            # A model the server does not serve (or none chosen): skip. A /v1/models that failed otherwise
+            # (transformers serve answers 500 when its hub cache is missing) leaves a named model worth trying.
+            missing = self.checks.get("models", {}).get("reason") in ("model_not_found", "model_ambiguous")
+            if blocked is None and name in _NEEDS_MODEL and (self.model is None or missing):
                 # No request for a model the server does not serve: it could only fail the same way again.
                 self.checks[name] = _not_run("models", self.checks.get("models", {}).get("reason"))
                 continue
@@ -606,9 +608,9 @@ class _Probe:
         if status == 404 and (error.get("type") == "NotFoundError" or "does not exist" in message):
             return True
         if status in (400, 404, 422) and self.model and str(self.model) in message:
-            return bool(
-                re.search(r"not (found|served|available|supported|loaded)|does not exist|unknown", message, re.I)
-            )
+            # transformers serve 5.17: 400 "Server is pinned to 'X'; requested 'Y'." (seen by tests/device/run.sh).
+            found = r"not (found|served|available|supported|loaded)|does not exist|unknown|pinned to"
+            return bool(re.search(found, message, re.I))
         return False
 
     def service_exists(self) -> bool:

@@ -92,7 +92,7 @@ DTYPE_BITS = {
     "F6_E3M2": 6,
 }
 # safetensors dtype -> the name vLLM and config.json use: torch's, as safetensors 0.8.0 maps them
-# (bindings/python/src/lib.rs:2328-2375 get_pydtype; it maps no F6 type, torch has none).
+# (bindings/python/src/lib.rs:2328-2378 get_pydtype; it maps no F6 type, torch has none).
 TORCH_DTYPE = {
     "BOOL": "bool",
     "U8": "uint8",
@@ -1582,11 +1582,8 @@ def _manifest_key(manifest: Mapping[str, Any]) -> str:
 def _origin(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) of a url, as huggingface_hub 2.4.0 utils/_http.py:790-793 _url_origin."""
     parsed = urllib.parse.urlsplit(url)
-    try:
-        port = parsed.port
-    except ValueError:
-        port = None
-    return parsed.scheme, (parsed.hostname or "").lower(), port or {"http": 80, "https": 443}.get(parsed.scheme, 0)
+    port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme, 0)
+    return parsed.scheme, (parsed.hostname or "").lower(), port
 
 
 # The token follows a redirect only to the same origin or a Hub origin; never to a CDN's signed URL

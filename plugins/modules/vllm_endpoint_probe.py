@@ -395,7 +395,7 @@ checks:
       200 characters), C(finish_reason), C(usage) and C(output_tokens_per_s); C(tool_call) adds C(tool_choice),
       C(finish_reason), C(tool_calls) (count), C(id), C(name) and C(arguments) (parsed); C(stream) adds
       C(ttft_ms), C(inter_token_ms), C(events), C(completion_tokens), C(finish_reason), C(done_marker) (whether
-      the stream ended with C(data: [DONE]); a stream whose last event carries a C(finish_reason) is complete
+      the stream ended with the C([DONE]) event; a stream whose last event carries a C(finish_reason) is complete
       without it, as from C(transformers serve) and several gateways) and C(content);
       C(metrics) adds C(series) (number of C(vllm:) series) and C(values) (C(num_requests_running),
       C(num_requests_waiting) and the cache usage, summed over label sets); C(load) adds C(succeeded),
@@ -429,11 +429,11 @@ reason:
       (certificate verify failed, handshake failed, or TLS files that do not load), C(connection_error) (closed
       without an HTTP answer, often http against https), C(not_ready) (a 502/503/504 answer, from a gateway or the
       service proxy in front of a loading server, or an accepted connection without an answer, when
-      O(wait_timeout) ran out), C(engine_dead) (the vLLM engine died: C(/health) 500 on 0.10, a bare 500 to a
-      request on 0.9), C(timeout) (no answer within O(timeout)), C(unauthorized) (401), C(forbidden) (403 from
-      the API server), C(service_not_found), C(model_not_found) (not listed, vLLM's 404, or another server's 400
+      O(wait_timeout) ran out), C(engine_dead) (the vLLM engine died, so C(/health) answers 500 on 0.10, or a
+      request a bare 500 on 0.9), C(timeout) (no answer within O(timeout)), C(unauthorized) (401), C(forbidden)
+      (403 from the API server), C(service_not_found), C(model_not_found) (not listed, vLLM's 404, or another server's 400
       naming the model; the checks that need the model are then C(not_run)), C(model_ambiguous),
-      C(tool_calling_disabled) (the server refuses the tool choice: no C(--enable-auto-tool-choice) or no
+      C(tool_calling_disabled) (the server refuses the tool choice, without C(--enable-auto-tool-choice) or
       C(--tool-call-parser)), C(no_tool_call) (a well-formed answer without a tool call), C(no_metrics_endpoint)
       (C(/metrics) is 404), C(malformed_response), C(http_error) (any other status);
       before any request, C(invalid_option), C(missing_library) or C(kubeconfig_error).

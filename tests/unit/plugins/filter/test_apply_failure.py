@@ -118,3 +118,36 @@ def test_refused_tells_a_refusal_from_a_run_and_a_skip():
     assert refused(IMMUTABLE_SELECTOR)
     assert not refused({"changed": True, "result": {"results": []}, "failed_when_result": False})
     assert not refused({"changed": False, "skipped": True, "skip_reason": "Conditional result was False"})
+
+
+# What ansible-core 2.19 registers for a kubernetes.core.k8s task under failed_when: false that raised (the API server
+# refused the connection): no msg, no result.
+NO_ANSWER = {"changed": False, "failed": False, "failed_when_result": False, "failed_when_suppressed_exception": "(x)"}
+
+
+def test_an_apply_without_an_answer_counts_as_refused_and_names_the_server(tmp_path, monkeypatch):
+    assert refused(NO_ANSWER)
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "clusters": [{"name": "eks", "cluster": {"server": "https://api.example:443"}}],
+                "contexts": [{"name": "prod", "context": {"cluster": "eks", "user": "u"}}],
+                "current-context": "prod",
+            }
+        )
+    )
+    monkeypatch.delenv("K8S_AUTH_HOST", raising=False)
+    failure = apply_failure(NO_ANSWER, [], what="the model volume", kubeconfig=str(kubeconfig))
+    assert failure["msg"].startswith(
+        "applying the model volume: no answer from the Kubernetes API server https://api.example:443 (unreachable"
+    )
+    assert failure["replace"] == [] and "\n" not in failure["msg"]
+
+
+def test_an_apply_past_its_deadline_says_so():
+    timed_out = {"failed": True, "msg": "Task failed: Timed out after 5 second(s).", "timedout": {"period": 5}}
+    msg = apply_failure(timed_out, [], what="the servers", kubeconfig="/nonexistent")["msg"]
+    assert msg.startswith(
+        "applying the servers: the Kubernetes API server gave no answer within 5 s (vllm_api_timeout)"
+    )

@@ -6,6 +6,7 @@ asserted as lower bounds the server's own delays guarantee.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -22,6 +23,7 @@ from ansible_collections.llmops.vllm.tests.vllm_fake_server import (
     free_port,
     make_tls_files,
 )
+from werkzeug import Response
 
 ALL = ep.CHECKS
 
@@ -496,3 +498,69 @@ def test_target_from_a_kubernetes_configuration(tls: TLSFiles) -> None:
     assert target.service_url == "https://127.0.0.1:6443/api/v1/namespaces/llm-prod/services/mistral"
     https = ep.service_target("http://api:8080/", "ns", "svc", "http", scheme="https")
     assert https.base_url == "http://api:8080/api/v1/namespaces/ns/services/https:svc:http/proxy"
+
+
+# ------------------------------------------------------------------------------------ a server that is not vLLM
+
+# Answers recorded from `transformers serve` (transformers 5.17) by tests/device/run.sh on the GPU machine: no
+# /version, no /metrics, a stream without [DONE] whose last event carries finish_reason and usage, a 400 for a model
+# other than the pinned one, and /v1/models 500 when the model was loaded from a folder and the hub cache is empty.
+TS_MODEL = "llmops/tiny-mistral"
+TS_PINNED = "{\"detail\":\"Server is pinned to 'llmops/tiny-mistral'; requested '%s'.\"}"
+
+
+def _ts_chat(request):
+    body = request.get_json(force=True)
+    if body.get("model") not in (None, TS_MODEL):
+        return Response(TS_PINNED % body["model"], status=400, content_type="application/json")
+    meta = {"id": "94a30e59", "created": 1796037744, "model": f"{TS_MODEL}@main", "system_fingerprint": ""}
+    usage = {"completion_tokens": 7, "prompt_tokens": 13, "total_tokens": 20}
+    if body.get("stream"):
+        events = [{"delta": {"content": w}, "index": 0} for w in ("Paris", " is", " the", " capital.")]
+        chunks = [{**meta, "object": "chat.completion.chunk", "choices": [e]} for e in events]
+        last = {"delta": {}, "finish_reason": "stop", "index": 0}
+        chunks.append({**meta, "object": "chat.completion.chunk", "choices": [last], "usage": usage})
+        text = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks)
+        return Response(text, content_type="text/event-stream; charset=utf-8")
+    if body.get("tools"):
+        call = {
+            "id": "4866e2d8_tool_call_0",
+            "type": "function",
+            "function": {"arguments": '{"city": "Paris"}', "name": "get_current_weather"},
+        }
+        message, finish = {"content": "", "role": "assistant", "tool_calls": [call]}, "tool_calls"
+    else:
+        message, finish = {"content": "Paris is the capital of France.", "role": "assistant"}, "stop"
+    doc = {
+        **meta,
+        "object": "chat.completion",
+        "usage": usage,
+        "choices": [{"finish_reason": finish, "index": 0, "message": message}],
+    }
+    return Response(json.dumps(doc), content_type="application/json")
+
+
+@pytest.fixture()
+def transformers_serve(httpserver):
+    httpserver.expect_request("/health").respond_with_json({"status": "ok"})
+    httpserver.expect_request("/v1/models").respond_with_handler(
+        lambda request: Response("Internal Server Error", status=500, content_type="text/plain")
+    )
+    httpserver.expect_request("/v1/chat/completions", method="POST").respond_with_handler(_ts_chat)
+    httpserver.expect_request(re.compile("/(version|metrics)")).respond_with_json({"detail": "Not Found"}, status=404)
+    return httpserver.url_for("/").rstrip("/")
+
+
+def test_another_openai_server_is_measured_with_the_reasons_it_deserves(transformers_serve) -> None:
+    result = run(transformers_serve, model=TS_MODEL, checks=ALL, load=ep.LoadSettings(requests=4, concurrency=2))
+    checks = result["checks"]
+    # /v1/models failed for a reason other than a missing model: the named model is still probed.
+    assert (checks["models"]["reason"], checks["models"]["status"]) == ("http_error", 500)
+    assert all(checks[c]["passed"] for c in ("health", "version", "chat", "tool_call", "stream", "load")), checks
+    assert checks["version"]["present"] is False and checks["stream"]["done_marker"] is False
+    assert checks["metrics"]["reason"] == "no_metrics_endpoint"
+
+
+def test_another_servers_400_for_an_unserved_model_is_model_not_found(transformers_serve) -> None:
+    result = run(transformers_serve, model="no-such/model", checks=("chat",))
+    assert_failed(result, "chat", "model_not_found", "pinned to 'llmops/tiny-mistral'")

@@ -19,6 +19,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -338,11 +339,22 @@ def _unknown(src: Path) -> None:
     (src / "README.md").write_text("weights live elsewhere")
 
 
+def _metadata_not_strings(src: Path) -> None:
+    # safetensors reads __metadata__ as a map of string to string: a number in it makes the file unloadable.
+    path = src / "consolidated.safetensors"
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = {"__metadata__": {"format": "pt", "step": 5}, **json.loads(raw[8 : 8 + n])}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
+
+
 MISTRAL_BREAKAGE = {
     "truncated": (_truncate, "truncated", "consolidated.safetensors", "(1000 bytes missing)"),
     "trailing garbage": (_trailing, "corrupt", "consolidated.safetensors", "16 bytes of trailing data"),
     "header not json": (_bad_header, "corrupt", "consolidated.safetensors", "header is not valid JSON"),
     "overlapping tensors": (_overlap, "corrupt", "consolidated.safetensors", "overlaps the previous tensor"),
+    "metadata not strings": (_metadata_not_strings, "corrupt", "consolidated.safetensors", "__metadata__ is not"),
     "missing params.json": (_missing_params, "missing_file", "params.json", "Mistral layout"),
     "params.json not sane": (_bad_params, "bad_config", "params.json", "n_layers must be a positive integer, got 0"),
     "missing tokenizer": (_missing_tokenizer, "missing_file", "tokenizer.model.v3", "needs a tokenizer"),
@@ -704,6 +716,142 @@ def test_shorter_than_the_length_prefix_is_truncated(tmp_path: Path) -> None:
     assert caught.value.problem == "truncated"
 
 
+def write_header_file(path: Path, header: dict, data: bytes, pad_to: int | None = None) -> Path:
+    raw = json.dumps(header).encode()
+    raw += b" " * ((pad_to or len(raw)) - len(raw))
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return path
+
+
+# safetensors 0.8.0's Dtype enum with Dtype::bitsize (safetensors/src/tensor.rs:811-892).
+SAFETENSORS_DTYPES = {
+    "BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
+    "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
+    "C64": 64, "F64": 64, "I64": 64, "U64": 64,
+}  # fmt: skip
+
+
+def test_every_dtype_safetensors_reads_is_accepted(tmp_path: Path) -> None:
+    header, offset = {}, 0
+    for dtype, bits in SAFETENSORS_DTYPES.items():
+        size = 8 * bits // 8  # 8 elements: a whole number of bytes for the 4- and 6-bit types too
+        header[f"t.{dtype}"] = {"dtype": dtype, "shape": [2, 4], "data_offsets": [offset, offset + size]}
+        offset += size
+    path = write_header_file(tmp_path / "all.safetensors", header, bytes(offset))
+    ours = ms.read_safetensors_header(path)
+    assert {t["dtype"] for t in ours["tensors"].values()} == set(SAFETENSORS_DTYPES)
+    assert ours["parameters"] == 8 * len(SAFETENSORS_DTYPES)
+    odd = write_header_file(
+        tmp_path / "odd.safetensors", {"w": {"dtype": "F4", "shape": [3], "data_offsets": [0, 2]}}, b"ab"
+    )
+    with pytest.raises(ms.InvalidModelError, match=r"F4\[3\] \(1.5 bytes\)"):  # the library: MisalignedSlice
+        ms.read_safetensors_header(odd)
+
+    safetensors = pytest.importorskip("safetensors")
+    assert len(safetensors.deserialize(path.read_bytes())) == len(SAFETENSORS_DTYPES)
+    with pytest.raises(Exception, match="unknown variant") as caught:  # the library's own list of names
+        safetensors.deserialize(
+            write_header_file(
+                tmp_path / "x", {"w": {"dtype": "E8M0", "shape": [], "data_offsets": [0, 1]}}, b"a"
+            ).read_bytes()
+        )
+    assert set(re.findall(r"`(\w+)`", str(caught.value).split("expected one of", 1)[1])) == set(ms.DTYPE_BITS)
+
+
+def test_fp8_fnuz_model_stages_with_its_dtype(tmp_path: Path) -> None:
+    """ROCm's FP8 checkpoints (float8_e4m3fnuz) are valid safetensors, not corrupt files."""
+    model = mf.make_mistral_model(tmp_path / "src", dtype="F8_E4M3FNUZ")
+    result = ms.stage(model["path"], tmp_path / "dest")
+    facts = result["manifest"]["facts"]
+    assert facts["dtype"] == "float8_e4m3fnuz" and facts["parameter_count"] == model["parameter_count"]
+
+
+@pytest.mark.parametrize("length, problem", [(100_000_000, None), (100_000_001, "corrupt")])
+def test_header_limit_is_the_librarys(tmp_path: Path, length: int, problem: str | None) -> None:
+    """safetensors refuses a header above 100,000,000 bytes (MAX_HEADER_SIZE), not 100 MiB."""
+    path = write_header_file(
+        tmp_path / "big.safetensors", {"w": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}}, b"ab", length
+    )
+    if problem is None:
+        assert ms.read_safetensors_header(path)["header_bytes"] == length
+    else:
+        with pytest.raises(ms.InvalidModelError) as caught:
+            ms.read_safetensors_header(path)
+        assert caught.value.problem == problem and one_line(str(caught.value)) and str(path) in str(caught.value)
+    safetensors = pytest.importorskip("safetensors")
+    with contextlib.ExitStack() as stack:
+        if problem:
+            stack.enter_context(pytest.raises(Exception, match="header too large"))
+        safetensors.safe_open(str(path), "np")
+
+
+def test_metadata_must_be_strings_as_the_library_reads_it(tmp_path: Path) -> None:
+    tensor = {"w": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}}
+    fine = write_header_file(tmp_path / "ok.safetensors", {"__metadata__": {"format": "pt"}, **tensor}, b"ab")
+    none = write_header_file(tmp_path / "null.safetensors", {"__metadata__": None, **tensor}, b"ab")
+    bad = write_header_file(
+        tmp_path / "bad.safetensors", {"__metadata__": {"format": "pt", "step": 5}, **tensor}, b"ab"
+    )
+    assert ms.read_safetensors_header(fine)["metadata"] == {"format": "pt"}
+    assert ms.read_safetensors_header(none)["metadata"] is None
+    with pytest.raises(ms.InvalidModelError) as caught:
+        ms.read_safetensors_header(bad)
+    assert caught.value.problem == "corrupt" and str(caught.value).startswith(f"{bad}: corrupt: __metadata__")
+    safetensors = pytest.importorskip("safetensors")
+    assert len(safetensors.deserialize(fine.read_bytes())) == len(safetensors.deserialize(none.read_bytes())) == 1
+    with pytest.raises(Exception, match="expected a string"):
+        safetensors.deserialize(bad.read_bytes())
+
+
+# --------------------------------------------------------------------------------------------- layout facts
+
+WORKSHOP_EXTRAS = ["config.json", "generation_config.json", "special_tokens_map.json", "tokenizer_config.json"]
+
+
+@pytest.mark.parametrize(
+    "tokenizers, tokenizer, mistral_tokenizer",
+    [
+        # the workshop's Mistral-7B-Instruct-v0.3 download: both layouts' files, weights only consolidated
+        (["tokenizer.model.v3", "tokenizer.json", "tokenizer.model"], "tokenizer.model.v3", "tokenizer.model.v3"),
+        (["tokenizer.model"], "tokenizer.model", None),  # only newer releases load it (mistral_common)
+        (["tekken.json"], "tekken.json", "tekken.json"),
+        (["tokenizer.mm.model.v1"], None, "tokenizer.mm.model.v1"),
+        (["tokenizer.model.v3", "tekken.json"], "tokenizer.model.v3", None),  # vLLM 0.9 refuses two
+    ],
+)
+def test_mistral_layout_reports_the_tokenizer_vllm_loads(
+    tmp_path: Path, tokenizers: list[str], tokenizer: str | None, mistral_tokenizer: str | None
+) -> None:
+    root = mf.make_mistral_model(tmp_path / "m")["path"]
+    (root / "tokenizer.model.v3").unlink()
+    for name in tokenizers + (WORKSHOP_EXTRAS if "tokenizer.json" in tokenizers else []):
+        (root / name).write_text("{}" if name.endswith(".json") else "spm")
+    manifest = ms.inspect_model(root)
+    assert manifest["format"] == "mistral" and manifest["layouts"] == ["mistral"]
+    assert manifest["facts"]["tokenizer"] == tokenizer
+    assert manifest["facts"]["mistral_tokenizer"] == mistral_tokenizer
+
+
+@pytest.mark.parametrize(
+    "rope_scaling, fact",
+    [
+        (None, None),
+        (
+            {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768, "beta_fast": 32},
+            {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768},
+        ),
+        ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0}, {"rope_type": "llama3", "factor": 8.0}),
+    ],
+)
+def test_hugging_face_facts_carry_rope_scaling(tmp_path: Path, rope_scaling: dict | None, fact: dict | None) -> None:
+    root = mf.make_hf_model(tmp_path / "m", shards=1)["path"]
+    config = json.loads((root / "config.json").read_text())
+    if rope_scaling:
+        config["rope_scaling"] = rope_scaling
+    (root / "config.json").write_text(json.dumps(config))
+    assert ms.inspect_model(root)["facts"]["rope_scaling"] == fact
+
+
 # ----------------------------------------------------------------------------------------------- inputs
 
 
@@ -791,44 +939,105 @@ def git_blob_sha1(data: bytes) -> str:
 
 
 class FakeHub:
-    """Serves the Hub's URL shapes from a dict of files; records every request it answers."""
+    """Serves the Hub's URL shapes from commits of files; records every request it answers.
+
+    What it copies from the real Hub (huggingface.co), as huggingface_hub 2.4.0 relies on it:
+    - ``GET /api/models/{repo}/revision/{rev}?blobs=true``, ``rev`` a branch or a commit sha, answers the commit the
+      revision names now as ``sha`` and that commit's files as ``siblings`` (``size``, ``blobId``, and ``lfs`` with
+      ``sha256``/``size`` for LFS files): hf_api.py:3201-3214 model_info(files_metadata=True), hf_api.py:648-680
+      RepoSibling; snapshot_download reads ``sha`` as the commit (_snapshot_download.py:279-281).
+    - ``GET /{repo}/resolve/{rev}/{file}`` serves the file as of that revision, honours ``Range`` with 206 and names
+      the commit in ``X-Repo-Commit`` (constants.py:94, read at file_download.py:1677).
+    - A renamed repository answers the URLs of its old name with a redirect whose ``Location`` is relative, on the
+      new name (huggingface_hub issue #981, PR #983 "relative ... which is the case for renamed repos"; PR #1999:
+      the token must follow it). The status is 307 here; urllib and httpx follow 301/302/303/307/308 alike.
+    - With ``cdn`` on, LFS files answer 302 to a signed URL on another host (file_download.py:1812-1822: a CDN url,
+      the token is dropped), and that host refuses a request that carries an ``Authorization`` header too, as S3
+      does for a presigned URL (400 InvalidArgument "Only one auth mechanism allowed"; hf_transfer PR #42). The
+      "CDN" is this same server reached as 127.0.0.1 while the Hub is reached as localhost: another origin.
+    """
 
     def __init__(self, httpserver, repo: str, files: dict[str, bytes], *, token: str | None = None):
         from werkzeug.wrappers import Response
 
         self.Response = Response
         self.repo = repo
-        self.files = files
         self.token = token
+        self.commits: dict[str, dict[str, bytes]] = {}
+        self.refs: dict[str, str] = {}
+        self.commit(files, "main")
+        self.renamed: dict[str, str] = {}  # old repo id -> repo
+        self.cdn = False
+        self.down = False  # every answer a 503: "Hub is down (error 500 or 504)", _snapshot_download.py:314
+        self.after_file: Callable[[str], None] | None = None  # runs after each file served (moves a branch)
         self.requests: list[tuple[str, str | None]] = []
+        self.tokens_seen: list[tuple[str, str | None]] = []  # (host, Authorization) of every request
         self.served: dict[str, int] = {}
         self.truncate_once: set[str] = set()
         self.corrupt: set[str] = set()
         self.endpoint = httpserver.url_for("").rstrip("/")
+        assert "//localhost:" in self.endpoint
+        self.cdn_endpoint = self.endpoint.replace("//localhost:", "//127.0.0.1:")
         httpserver.expect_request(re.compile(".*")).respond_with_handler(self.handle)
+
+    @property
+    def files(self) -> dict[str, bytes]:
+        return self.commits[self.refs["main"]]
+
+    def commit(self, files: dict[str, bytes], branch: str) -> str:
+        """Commit ``files`` on ``branch`` (moving it); return the new commit's sha."""
+        sha = hashlib.sha1(repr(sorted(files.items())).encode() + branch.encode()).hexdigest()  # noqa: S324
+        self.commits[sha] = files
+        self.refs[branch] = sha
+        return sha
 
     def lfs(self, name: str) -> bool:
         return not name.endswith(".json")
 
     def handle(self, request):
         self.requests.append((request.path, request.headers.get("Range")))
+        self.tokens_seen.append((request.host.split(":")[0], request.headers.get("Authorization")))
+        if self.down:
+            return self.Response("Service Unavailable", status=503)
+        if request.host.startswith("127.0.0.1:"):  # the CDN: /cdn/{commit}/{file}?X-Amz-Signature=...
+            if "Authorization" in request.headers:
+                message = "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query"
+                return self.Response(f"<Error><Code>InvalidArgument</Code><Message>{message}...</Message></Error>", 400)
+            _, _, sha, name = request.path.split("/", 3)
+            return self.serve(request, name, self.commits[sha][name], sha)
+        for old, new in self.renamed.items():
+            for prefix in (f"/api/models/{old}/", f"/{old}/"):
+                if request.path.startswith(prefix):
+                    query = request.query_string.decode()
+                    location = prefix.replace(old, new) + request.path[len(prefix) :] + (f"?{query}" if query else "")
+                    return self.Response("", status=307, headers={"Location": location})
         if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
             return self.Response('{"error":"Invalid credentials in Authorization header"}', status=401)
-        info_path = f"/api/models/{self.repo}/revision/main"
-        if request.path == info_path and request.args.get("blobs") == "true":
+        info_path = f"/api/models/{self.repo}/revision/"
+        if request.path.startswith(info_path) and request.args.get("blobs") == "true":
+            rev = request.path[len(info_path) :]
+            sha = self.refs.get(rev, rev if rev in self.commits else None)
+            if sha is None:
+                return self.Response(f'{{"error":"Invalid rev id: {rev}"}}', status=404)
             siblings = []
-            for name, data in self.files.items():
+            for name, data in self.commits[sha].items():
                 entry = {"rfilename": name, "size": len(data), "blobId": git_blob_sha1(data)}
                 if self.lfs(name):
                     entry["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
                 siblings.append(entry)
-            body = {"id": self.repo, "sha": "0123456789abcdef0123456789abcdef01234567", "siblings": siblings}
+            body = {"id": self.repo, "sha": sha, "siblings": siblings}
             return self.Response(json.dumps(body), content_type="application/json")
-        prefix = f"/{self.repo}/resolve/main/"
-        if not request.path.startswith(prefix) or request.path[len(prefix) :] not in self.files:
+        prefix = f"/{self.repo}/resolve/"
+        rev, _, name = request.path[len(prefix) :].partition("/")
+        sha = self.refs.get(rev, rev)
+        if not request.path.startswith(prefix) or name not in self.commits.get(sha, {}):
             return self.Response("Entry not found", status=404)
-        name = request.path[len(prefix) :]
-        data = self.files[name]
+        if self.cdn and self.lfs(name):
+            signed = f"{self.cdn_endpoint}/cdn/{sha}/{name}?X-Amz-Signature=0123abcd"
+            return self.Response("", status=302, headers={"Location": signed, "X-Repo-Commit": sha})
+        return self.serve(request, name, self.commits[sha][name], sha)
+
+    def serve(self, request, name: str, data: bytes, sha: str):
         if name in self.corrupt:
             data = bytes(reversed(data))
         start = 0
@@ -841,8 +1050,13 @@ class FakeHub:
             self.truncate_once.discard(name)
             body = body[: len(body) // 3]  # the connection "drops" after a third
         self.served[name] = self.served.get(name, 0) + len(body)
-        headers = {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"} if status == 206 else {}
-        return self.Response(body, status=status, headers=headers, content_type="application/octet-stream")
+        headers = {"X-Repo-Commit": sha}
+        if status == 206:
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        response = self.Response(body, status=status, headers=headers, content_type="application/octet-stream")
+        if self.after_file is not None:
+            self.after_file(name)
+        return response
 
 
 @pytest.fixture()
@@ -874,17 +1088,21 @@ def test_download_lands_files_verified_and_writes_the_manifest_last(tmp_path: Pa
     assert {f["path"]: f["sha256"] for f in manifest["files"]} == {
         n: hashlib.sha256(d).hexdigest() for n, d in hub.files.items()
     }
-    assert manifest["source"]["commit"] == "0123456789abcdef0123456789abcdef01234567"
+    assert manifest["source"]["commit"] == hub.refs["main"] and manifest["source"]["revision"] == "main"
     assert manifest["format"] == "mistral" and manifest["facts"]["num_layers"] == 2
     assert not (dest / ms.PARTIAL_DIR).exists()
 
 
-def test_download_of_a_complete_model_sends_no_request(tmp_path: Path, hub: FakeHub) -> None:
-    ms.download("mistralai/Tiny-Instruct", "main", tmp_path / "m", endpoint=hub.endpoint)
+@pytest.mark.parametrize("by_commit", [False, True], ids=["branch", "commit"])
+def test_download_of_a_complete_model_downloads_nothing(tmp_path: Path, hub: FakeHub, by_commit: bool) -> None:
+    """A branch is resolved with the one listing request; a commit sha names the same files forever: none."""
+    revision = hub.refs["main"] if by_commit else "main"
+    ms.download("mistralai/Tiny-Instruct", revision, tmp_path / "m", endpoint=hub.endpoint)
     before = snapshot(tmp_path / "m")
     hub.requests.clear()
-    result = ms.download("mistralai/Tiny-Instruct", "main", tmp_path / "m", endpoint=hub.endpoint)
-    assert result["changed"] is False and hub.requests == []
+    result = ms.download("mistralai/Tiny-Instruct", revision, tmp_path / "m", endpoint=hub.endpoint)
+    assert result["changed"] is False and result["downloaded_files"] == []
+    assert hub.requests == ([] if by_commit else [("/api/models/mistralai/Tiny-Instruct/revision/main", None)])
     assert snapshot(tmp_path / "m") == before
 
 
@@ -897,7 +1115,8 @@ def test_download_resumes_an_existing_partial_file_with_range(tmp_path: Path, hu
     ms.download("mistralai/Tiny-Instruct", "main", dest, endpoint=hub.endpoint)
 
     assert (dest / "consolidated.safetensors").read_bytes() == data
-    assert ("/mistralai/Tiny-Instruct/resolve/main/consolidated.safetensors", "bytes=1048576-") in hub.requests
+    resolve = f"/mistralai/Tiny-Instruct/resolve/{hub.refs['main']}/consolidated.safetensors"
+    assert (resolve, "bytes=1048576-") in hub.requests
     assert hub.served["consolidated.safetensors"] == len(data) - 1024 * 1024
 
 
@@ -963,3 +1182,72 @@ def test_download_cli_with_token_lists_files_then_manifest(
     assert lines[:-1] == ["consolidated.safetensors", "params.json", "tokenizer.model.v3"]
     assert json.loads(lines[-1][len("MANIFEST ") :])["source"]["repo"] == "mistralai/Tiny-Instruct"
     assert "hf_right_token" not in out.getvalue() + err.getvalue()
+
+
+def test_download_pins_the_commit_while_the_branch_moves(
+    tmp_path: Path, hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """main moves after the first file: the download still lands one commit; the next run fetches what changed."""
+    repo, dest = "mistralai/Tiny-Instruct", tmp_path / "m"
+    first, old = hub.refs["main"], dict(hub.files)
+    params = json.loads(old["params.json"])
+    new = dict(
+        old, **{"params.json": json.dumps(dict(params, rope_theta=2e6)).encode(), "tokenizer.model.v3": b"v" * 99}
+    )
+    hub.after_file = lambda _name: hub.refs["main"] == first and hub.commit(new, "main")
+
+    result = ms.download(repo, "main", dest, endpoint=hub.endpoint)
+
+    second = hub.refs["main"]
+    assert second != first and result["changed"] is True
+    assert {n: (dest / n).read_bytes() for n in old} == old  # all of the first commit, none of the second
+    assert result["manifest"]["source"]["commit"] == first and result["manifest"]["source"]["revision"] == "main"
+
+    hub.after_file = None
+    hub.requests.clear()
+    hashed: list[str] = []
+    monkeypatch.setattr(ms, "_file_digests", lambda path, git: hashed.append(path.name) or ("0" * 64, "0" * 40))
+    again = ms.download(repo, "main", dest, endpoint=hub.endpoint)
+
+    assert sorted(again["downloaded_files"]) == ["params.json", "tokenizer.model.v3"]
+    assert {n: (dest / n).read_bytes() for n in new} == new
+    assert again["manifest"]["source"]["commit"] == second
+    assert "consolidated.safetensors" not in hashed  # the unchanged weights are not read again
+    assert [p for p, _r in hub.requests if "/resolve/" in p] == [
+        f"/{repo}/resolve/{second}/params.json",
+        f"/{repo}/resolve/{second}/tokenizer.model.v3",
+    ]
+
+
+def test_download_keeps_a_complete_copy_when_the_hub_is_down(tmp_path: Path, hub: FakeHub) -> None:
+    ms.download("mistralai/Tiny-Instruct", "main", tmp_path / "m", endpoint=hub.endpoint)
+    before = snapshot(tmp_path / "m")
+    hub.down = True
+    log = io.StringIO()
+    result = ms.download("mistralai/Tiny-Instruct", "main", tmp_path / "m", endpoint=hub.endpoint, progress=log)
+    assert result["changed"] is False and snapshot(tmp_path / "m") == before
+    assert "HTTP 503" in log.getvalue() and f"keeping the verified copy of main ({hub.refs['main']})" in log.getvalue()
+    with pytest.raises(ms.ModelStageError, match="HTTP 503"):
+        ms.download("mistralai/Tiny-Instruct", "main", tmp_path / "empty", endpoint=hub.endpoint)
+
+
+def test_download_follows_a_renamed_gated_repo_with_the_token(tmp_path: Path, hub: FakeHub) -> None:
+    hub.token = "hf_right_token"
+    hub.renamed["mistralai/Tiny-Instruct-Old"] = hub.repo
+    result = ms.download(
+        "mistralai/Tiny-Instruct-Old", "main", tmp_path / "m", token="hf_right_token", endpoint=hub.endpoint
+    )
+    assert result["changed"] is True
+    assert {n: (tmp_path / "m" / n).read_bytes() for n in hub.files} == hub.files
+    assert hub.requests[0][0] == "/api/models/mistralai/Tiny-Instruct-Old/revision/main"
+    assert set(hub.tokens_seen) == {("localhost", "Bearer hf_right_token")}  # every hop, the redirected ones too
+
+
+def test_download_never_sends_the_token_to_the_cdn(tmp_path: Path, hub: FakeHub) -> None:
+    hub.token = "hf_right_token"
+    hub.cdn = True
+    ms.download("mistralai/Tiny-Instruct", "main", tmp_path / "m", token="hf_right_token", endpoint=hub.endpoint)
+    assert {n: (tmp_path / "m" / n).read_bytes() for n in hub.files} == hub.files
+    cdn = [auth for host, auth in hub.tokens_seen if host == "127.0.0.1"]
+    assert len(cdn) == 2 and cdn == [None, None]  # consolidated.safetensors and tokenizer.model.v3, from the CDN
+    assert all(auth == "Bearer hf_right_token" for host, auth in hub.tokens_seen if host == "localhost")
