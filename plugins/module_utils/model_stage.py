@@ -1598,8 +1598,8 @@ def _http_open(url: str, token: str | None, headers: Mapping[str, str] | None = 
     import urllib.request  # only downloads need it; it costs the CLI's every start-up 20 ms
 
     class HubRedirects(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, req, fp, code, msg, hdrs, newurl):
-            new = super().redirect_request(req, fp, code, msg, hdrs, newurl)
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            new = super().redirect_request(req, fp, code, msg, headers, newurl)
             auth = req.unredirected_hdrs.get("Authorization")
             if new is not None and auth and _origin(newurl) in {_origin(req.full_url), *HUB_ORIGINS}:
                 new.add_unredirected_header("Authorization", auth)
@@ -1739,7 +1739,8 @@ def download(
     complete = existing is not None and _download_complete(root, existing, spec)
 
     def unchanged() -> dict[str, Any]:
-        assert existing is not None
+        if existing is None:  # only called for a complete copy, which has its manifest
+            raise ValueError("no manifest to keep")
         for entry in existing["files"]:
             if announce:
                 announce(entry["path"])

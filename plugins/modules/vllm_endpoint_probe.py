@@ -431,8 +431,8 @@ reason:
       service proxy in front of a loading server, or an accepted connection without an answer, when
       O(wait_timeout) ran out), C(engine_dead) (the vLLM engine died, so C(/health) answers 500 on 0.10, or a
       request a bare 500 on 0.9), C(timeout) (no answer within O(timeout)), C(unauthorized) (401), C(forbidden)
-      (403 from the API server), C(service_not_found), C(model_not_found) (not listed, vLLM's 404, or another server's 400
-      naming the model; the checks that need the model are then C(not_run)), C(model_ambiguous),
+      (403 from the API server), C(service_not_found), C(model_not_found) (not listed, vLLM's 404, or another
+      server's 400 naming the model; the checks that need the model are then C(not_run)), C(model_ambiguous),
       C(tool_calling_disabled) (the server refuses the tool choice, without C(--enable-auto-tool-choice) or
       C(--tool-call-parser)), C(no_tool_call) (a well-formed answer without a tool call), C(no_metrics_endpoint)
       (C(/metrics) is 404), C(malformed_response), C(http_error) (any other status);

@@ -156,7 +156,7 @@ def scripted_weights(vocab_size: int, chain_ids: dict[str, list[int]], seed: int
     rng = np.random.default_rng(seed)
     embed = rng.standard_normal((vocab_size, HIDDEN)).astype(np.float32)
     sources = [t for chain in chain_ids.values() for t in chain[:-1]]
-    q, _ = np.linalg.qr(rng.standard_normal((HIDDEN, len(sources))))
+    q, _r = np.linalg.qr(rng.standard_normal((HIDDEN, len(sources))))
     for column, token in enumerate(sources):
         embed[token] = q[:, column] * np.sqrt(HIDDEN)
     embed /= np.sqrt((embed**2).mean(axis=1, keepdims=True))  # rms 1: the final RMSNorm leaves it as it is
@@ -171,7 +171,7 @@ def scripted_weights(vocab_size: int, chain_ids: dict[str, list[int]], seed: int
 def simulate(embed, head, start: int, eos: int, steps: int = 16) -> list[int]:
     """Greedy decoding of the scripted model with identity decoder layers (embedding -> RMSNorm -> head)."""
     out, token = [], start
-    for _ in range(steps):
+    for _step in range(steps):
         hidden = embed[token] / np.sqrt((embed[token] ** 2).mean() + 1e-5)
         token = int(np.argmax(head @ hidden))
         out.append(token)

@@ -1003,7 +1003,7 @@ class FakeHub:
             if "Authorization" in request.headers:
                 message = "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query"
                 return self.Response(f"<Error><Code>InvalidArgument</Code><Message>{message}...</Message></Error>", 400)
-            _, _, sha, name = request.path.split("/", 3)
+            _empty, _kind, sha, name = request.path.split("/", 3)
             return self.serve(request, name, self.commits[sha][name], sha)
         for old, new in self.renamed.items():
             for prefix in (f"/api/models/{old}/", f"/{old}/"):
@@ -1028,7 +1028,7 @@ class FakeHub:
             body = {"id": self.repo, "sha": sha, "siblings": siblings}
             return self.Response(json.dumps(body), content_type="application/json")
         prefix = f"/{self.repo}/resolve/"
-        rev, _, name = request.path[len(prefix) :].partition("/")
+        rev, _slash, name = request.path[len(prefix) :].partition("/")
         sha = self.refs.get(rev, rev)
         if not request.path.startswith(prefix) or name not in self.commits.get(sha, {}):
             return self.Response("Entry not found", status=404)
