@@ -12,10 +12,8 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib.util
-import re
 import sys
 from pathlib import Path
-from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "docs" / "vllm-versions.md"
@@ -75,28 +73,22 @@ TABLE = (
 )
 
 
-def load(path: Path) -> ModuleType:
-    """One generated catalogue module, loaded from its file (no collection import needed)."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def releases() -> list[dict]:
+    """Every catalogue, whole, oldest first, through the package's own loader (no collection import needed)."""
+    spec = importlib.util.spec_from_file_location("_vllm_releases", CATALOGUES / "__init__.py")
+    package = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(package)
+    return [package.catalogue(release) for release in package.RELEASES]
 
 
-def releases() -> list[ModuleType]:
-    """Every catalogue, oldest first."""
-    mods = [load(p) for p in CATALOGUES.glob("v*.py")]
-    return sorted(mods, key=lambda m: tuple(int(x) for x in re.findall(r"\d+", m.RELEASE)))
-
-
-def attention(mod: ModuleType) -> str:
-    env = "VLLM_ATTENTION_BACKEND" in mod.ENV
-    flag = "attention-backend" in mod.FLAGS
+def attention(cat: dict) -> str:
+    env = "VLLM_ATTENTION_BACKEND" in cat["env"]
+    flag = "attention-backend" in cat["flags"]
     return " and ".join(x for x, on in (("env", env), ("`--attention-backend`", flag)) if on) or "neither"
 
 
-def model_flag(mod: ModuleType) -> str:
-    prop = mod.FLAGS.get("model")
+def model_flag(cat: dict) -> str:
+    prop = cat["flags"].get("model")
     if prop is None:
         return "no"
     return "deprecated" if prop.get("deprecated") else "yes"
@@ -104,14 +96,15 @@ def model_flag(mod: ModuleType) -> str:
 
 def render() -> str:
     rows, previous = [], None
-    for mod in releases():
-        gone = sorted(set(previous.FLAGS) - set(mod.FLAGS)) if previous else []
+    for cat in releases():
+        gone = sorted(set(previous["flags"]) - set(cat["flags"])) if previous else []
         shown = ", ".join(f"`{g}`" for g in gone[:8]) + (f" and {len(gone) - 8} more" if len(gone) > 8 else "")
         rows.append(
-            f"| {mod.RELEASE} | {len(mod.FLAGS)} | {sum(1 for e in mod.ENV if e.startswith('VLLM_'))} | "
-            f"{'yes' if 'swap-space' in mod.FLAGS else 'no'} | {attention(mod)} | {model_flag(mod)} | {shown or '-'} |"
+            f"| {cat['release']} | {len(cat['flags'])} | {sum(1 for e in cat['env'] if e.startswith('VLLM_'))} | "
+            f"{'yes' if 'swap-space' in cat['flags'] else 'no'} | {attention(cat)} | {model_flag(cat)} | "
+            f"{shown or '-'} |"
         )
-        previous = mod
+        previous = cat
     return HEAD + TABLE + "\n".join(rows) + "\n"
 
 

@@ -8,22 +8,30 @@
 
 """What each catalogued vLLM release's OpenAI-compatible server accepts: flags and environment variables.
 
-Each data module holds, for one release:
+Each data module holds, for one release, what changed since the catalogued release before it (``BASE``; the oldest
+has none and holds everything), so that a release costs the lines that differ:
 
-* ``FLAGS``: canonical long flag name (dashes, no ``--``) -> properties, each present only when it applies:
-  ``kind`` ("flag": takes no value; "bool": ``--x``/``--no-x``; "list": one or more values as separate
-  arguments; "optional": a value may follow; absent: one value), ``type`` ("int", "float", "json", "bool",
-  "other"; absent: a string), ``choices`` (what argparse enforces), ``open_choices`` (names the release knows
-  but does not enforce while parsing), ``opened_by`` (the flag that can add names to ``open_choices``),
-  ``deprecated``.
-* ``ALIASES``: other option strings (``tp``, ``O``, ...) -> canonical name.
-* ``ENV``: the environment variables the release reads (the keys of ``vllm/envs.py``'s table).
+* ``FLAGS``: flags new in the release or whose properties changed, canonical long name (dashes, no ``--``) ->
+  properties, each present only when it applies: ``kind`` ("flag": takes no value; "bool": ``--x``/``--no-x``;
+  "list": one or more values as separate arguments; "optional": a value may follow; absent: one value), ``type``
+  ("int", "float", "json", "bool", "other"; absent: a string), ``choices`` (what argparse enforces),
+  ``open_choices`` (names the release knows but does not enforce while parsing), ``opened_by`` (the flag that can
+  add names to ``open_choices``), ``deprecated``. ``REMOVED``: the flags ``BASE`` had and the release has not.
+* ``ALIASES``: other option strings (``tp``, ``O``, ...) -> canonical name (whole, it is short).
+* ``ENV_ADDED``, ``ENV_REMOVED``: the environment variables the release reads (the keys of ``vllm/envs.py``'s
+  table), against ``BASE``.
 * ``UNDERSCORES``: whether ``--foo_bar`` is read as ``--foo-bar``; ``ALLOW_ABBREV``: argparse prefix matching.
+
+The modules are loaded from the files beside this one, so the generator and the docs read them the same way without
+importing the collection.
 """
 
 from __future__ import annotations
 
-import importlib
+import functools
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 
 __all__ = ["RELEASES", "catalogue"]
 
@@ -57,16 +65,30 @@ RELEASES: tuple[str, ...] = (
 )
 
 
+def _module(release: str) -> ModuleType:
+    path = Path(__file__).resolve().parent / f"v{release.replace('.', '_')}.py"
+    spec = importlib.util.spec_from_file_location(f"_vllm_release_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@functools.cache
 def catalogue(release: str) -> dict:
-    """The catalogue of one release of :data:`RELEASES` (``ValueError`` for any other)."""
+    """The whole catalogue of one release of :data:`RELEASES` (``ValueError`` for any other): its module's changes
+    applied to the catalogue of its ``BASE``."""
     if release not in RELEASES:
         raise ValueError(f"vLLM {release} is not catalogued; catalogued releases: {', '.join(RELEASES)}")
-    data = importlib.import_module(f"{__name__}.v{release.replace('.', '_')}")
+    data = _module(release)
+    base = catalogue(data.BASE) if getattr(data, "BASE", None) else {"flags": {}, "env": frozenset()}
+    flags = {k: v for k, v in base["flags"].items() if k not in getattr(data, "REMOVED", ())}
+    flags.update(data.FLAGS)
     return {
         "release": data.RELEASE,
-        "flags": data.FLAGS,
+        "base": getattr(data, "BASE", None),
+        "flags": dict(sorted(flags.items())),
         "aliases": data.ALIASES,
-        "env": data.ENV,
+        "env": (base["env"] - data.ENV_REMOVED) | data.ENV_ADDED,
         "underscores": data.UNDERSCORES,
         "allow_abbrev": data.ALLOW_ABBREV,
     }

@@ -250,6 +250,8 @@ FLAGS = {
     "worker-cls": {},
     "worker-extension-cls": {},
 }
+# Flags of BASE this release no longer has
+REMOVED = ()
 # Other option strings of a flag -> its canonical name
 ALIASES = {
     "O": "compilation-config",
@@ -262,8 +264,8 @@ ALIASES = {
     "q": "quantization",
     "tp": "tensor-parallel-size",
 }
-# Environment variables the release reads (the keys of environment_variables in vllm/envs.py), sorted
-ENV = frozenset(
+# Environment variables (the keys of environment_variables in vllm/envs.py) new since BASE, and gone
+ENV_ADDED = frozenset(
     {
         "CMAKE_BUILD_TYPE",
         "CUDA_HOME",
@@ -385,3 +387,4 @@ ENV = frozenset(
         "V_SCALE_CONSTANT",
     }
 )
+ENV_REMOVED = frozenset()

@@ -384,8 +384,15 @@ def test_the_generated_module_holds_what_was_read(mini_vllm, tmp_path):
     exec(compile(text, str(path), "exec"), namespace)
     cat = tool.build(tool.Tree(mini_vllm))
     assert namespace["RELEASE"] == "1.2.3"
-    assert namespace["FLAGS"] == dict(sorted(cat["flags"].items()))
-    assert namespace["ALIASES"] == cat["aliases"] and namespace["ENV"] == frozenset(cat["env"])
+    # Written against the newest committed release: its changes applied to that one give what was read.
+    base = tool.releases_package().catalogue(namespace["BASE"])
+    assert namespace["BASE"] == RELEASES[-1]
+    flags = {k: v for k, v in base["flags"].items() if k not in namespace["REMOVED"]}
+    flags.update(namespace["FLAGS"])
+    assert flags == dict(sorted(cat["flags"].items()))
+    assert set(namespace["FLAGS"]) < set(cat["flags"]) or not namespace["REMOVED"]
+    assert (base["env"] - namespace["ENV_REMOVED"]) | namespace["ENV_ADDED"] == frozenset(cat["env"])
+    assert namespace["ALIASES"] == cat["aliases"]
     assert (namespace["UNDERSCORES"], namespace["ALLOW_ABBREV"]) == (True, True)
     assert max(len(line) for line in text.splitlines()) <= tool.WIDTH
 
@@ -452,3 +459,26 @@ def test_a_committed_release_regenerates_byte_for_byte(release, tmp_path):
         pytest.skip(f"the sources of vLLM {release} are not cached (python tools/vllm_catalogue.py {release})")
     path = tool.generate(release, source, tmp_path)
     assert path.read_bytes() == (DATA / path.name).read_bytes()
+
+
+def test_adding_a_release_between_two_rewrites_the_next_against_it(mini_vllm, tmp_path, monkeypatch):
+    """make vllm-catalogue of a release older than a committed one: the committed one's changes are written again
+    against the new release, and what it holds stays the same."""
+    after = RELEASES[1]
+    if cached_source(after) is None:
+        after_source = tool.fetch_source(after)
+    else:
+        after_source = cached_source(after)
+    package = tmp_path / "_vllm_releases"
+    package.mkdir()
+    for path in DATA.glob("*.py"):
+        (package / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setattr(tool, "OUT_DIR", package)
+    monkeypatch.setattr(tool, "fetch_source", lambda version, source=None: source or after_source)
+    between = RELEASES[0].rsplit(".", 1)[0] + ".9"  # e.g. 0.9.9, after 0.9.0 and before 0.10.2
+    tool.add(between, mini_vllm)
+    loaded = tool.releases_package(package)
+    assert between in loaded.RELEASES and loaded.RELEASES.index(between) == 1
+    assert f'BASE = "{between}"' in (package / f"v{after.replace('.', '_')}.py").read_text()
+    rebuilt = loaded.catalogue(after)
+    assert (rebuilt["flags"], rebuilt["env"]) == (catalogue(after)["flags"], catalogue(after)["env"])
