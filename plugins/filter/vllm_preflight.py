@@ -59,6 +59,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ansible_collections.llmops.vllm.plugins.filter.vllm_download_jobs import job_suffix
 from ansible_collections.llmops.vllm.plugins.filter.vllm_model_specs import LOAD_STRATEGIES
 from ansible_collections.llmops.vllm.plugins.module_utils.sizing import (
     ceil_gi,
@@ -78,6 +79,7 @@ from ansible_collections.llmops.vllm.plugins.plugin_utils._engine_args import fl
 from ansible_collections.llmops.vllm.plugins.plugin_utils._vllm_release import release_view
 
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS_1123_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 LABEL_NAME = re.compile(
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
@@ -85,6 +87,9 @@ LABEL_NAME = re.compile(
 MODEL_DIR = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 OWNED_BY_SPEC = {"port": "port", "model": "model_dir or model_uri", "load-format": "load_strategy"}
 STREAM_SCHEMES = ("s3://", "gs://")
+# huggingface_hub 2.4 utils/_validators.py REPO_ID_REGEX, ASCII only (plus its checks for "--" and "..").
+HF_REPO_ID = re.compile(r"^(\b[\w\-.]{1,96}\b/)?\b[\w\-.]{1,96}\b$", re.ASCII)
+DOWNLOAD_JOB_PREFIX = "model-download-"
 AUTOSCALERS = ("hpa", "keda")
 
 
@@ -153,13 +158,34 @@ def _sizes(spec: Mapping[str, Any], problems: list[str]) -> None:
 
 def _downloads(specs: list[Mapping[str, Any]], problems: list[str]) -> None:
     seen: dict[str, Mapping[str, Any]] = {}
+    jobs: dict[str, str] = {}
     for spec in specs:
         if not spec.get("download"):
             continue
-        if not spec.get("hf_repo"):
+        repo = spec.get("hf_repo")
+        if not repo:
             problems.append(
                 f"model {spec['name']}: download is on but hf_repo is empty; name the Hugging Face repository "
                 "or set download: false when the weights are already on the volume"
+            )
+        elif not HF_REPO_ID.fullmatch(str(repo)) or "--" in str(repo) or ".." in str(repo):
+            problems.append(
+                f"model {spec['name']}: hf_repo {repo!r} is not a Hugging Face repo id (owner/name: letters, digits, "
+                "'-', '_', '.', without '..' or '--')"
+            )
+        for name in spec.get("files") or []:
+            if str(name).startswith("/") or ".." in str(name).split("/") or "\\" in str(name):
+                problems.append(
+                    f"model {spec['name']}: hf_files entry {name!r} must be a path inside the repository (no "
+                    "leading '/', no '..')"
+                )
+        # The download Job's name comes from model_dir, lower-cased, other characters as '-', cut to fit 63.
+        suffix = job_suffix(spec["model_dir"])[: 63 - len(DOWNLOAD_JOB_PREFIX)]
+        other = jobs.setdefault(suffix, spec["model_dir"])
+        if other != spec["model_dir"]:
+            problems.append(
+                f"model_dir {other} and {spec['model_dir']} give the same download Job name (…-{suffix}), so one "
+                "download would replace the other; rename one of them"
             )
         first = seen.setdefault(spec["model_dir"], spec)
         if first is not spec:
@@ -183,6 +209,11 @@ def _extras(spec: Mapping[str, Any], problems: list[str]) -> None:
     api_key = spec.get("api_key_secret") or {}
     if api_key and not api_key.get("name"):
         problems.append(f"model {name}: api_key_secret needs the name of an existing Secret (and its key)")
+    elif api_key and not DNS_1123_SUBDOMAIN.match(str(api_key["name"])):
+        problems.append(
+            f"model {name}: api_key_secret name {api_key['name']!r} is not a valid Secret name (lower-case letters, "
+            "digits, '-' and '.', at most 253 characters)"
+        )
     replicas = spec.get("replicas")
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
         problems.append(f"model {name}: replicas {replicas!r} must be a whole number of 0 or more")

@@ -288,10 +288,57 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 1)
 
 
+# The most of an answer the probe reads: a chat completion or a model list is kilobytes; more is not an API answer.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+CHUNK_BYTES = 64 * 1024
+
+
 def _snippet(body: bytes | str, limit: int = 160) -> str:
+    """The start of a body on one line; binary data is described by its size, never echoed."""
+    if isinstance(body, bytes) and (b"\x00" in body[:4096] or _undecodable(body[:4096])):
+        return f"<{len(body)} bytes of binary data>"
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _chunks(response: t.Any, start: float, timeout: float, what: str) -> t.Iterator[bytes]:
+    """The body as it arrives, within ``timeout`` seconds from ``start`` for all of it (a server that drips a byte
+    every few seconds is cut off) and at most MAX_BODY_BYTES; raises socket.timeout or ProbeError."""
+    size = 0
+    while True:
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError("the whole answer took longer than the timeout")
+        chunk = response.read1(CHUNK_BYTES) if hasattr(response, "read1") else response.read(CHUNK_BYTES)
+        if not chunk:
+            return
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ProbeError(
+                "malformed_response",
+                f"the answer to {what} is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB (Content-Type "
+                f"{response.headers.get('Content-Type')!r}): not an API answer",
+            )
+        yield chunk
+
+
+def _lines(chunks: t.Iterable[bytes]) -> t.Iterator[bytes]:
+    """Lines of a server-sent event stream as they complete (the last one even without its newline)."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        yield from complete
+    if pending:
+        yield pending
+
+
+def _undecodable(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start < len(head) - 4  # a multi-byte character cut at the end is fine
+    return False
 
 
 def _host_port(url: str) -> str:
@@ -328,12 +375,13 @@ class _Client:
             raise self.transport_error(exc, method, path, timeout) from exc
 
     def call(self, method: str, path: str, payload: t.Any = None, timeout: float = 60.0) -> _Answer:
-        """Send a request and read the whole answer."""
+        """Send a request and read the whole answer, within ``timeout`` for all of it (not per read: a server that
+        drips a byte at a time is cut off) and at most MAX_BODY_BYTES."""
         start = time.perf_counter()
         response = self.open(method, path, payload, timeout)
         try:
             with response:
-                body = response.read()
+                body = b"".join(_chunks(response, start, timeout, f"{method} {path}"))
         except (OSError, http.client.HTTPException) as exc:
             raise self.transport_error(exc, method, path, timeout) from exc
         status = getattr(response, "status", None) or response.code
@@ -910,18 +958,13 @@ class _Probe:
         try:
             with response:
                 if status != 200:
-                    body = response.read()
+                    body = b"".join(_chunks(response, start, timeout, what))
                     raise self.status_error(_Answer("POST", path, status, response.headers, body, 0.0))
                 content_type = response.headers.get("Content-Type", "")
                 if "text/event-stream" not in content_type:
                     raise malformed(f"Content-Type is {content_type!r}, not text/event-stream")
-                while True:
-                    raw = response.readline()
+                for raw in _lines(_chunks(response, start, timeout, what)):
                     now = time.perf_counter()
-                    if not raw:
-                        break
-                    if now - start > timeout:
-                        raise ProbeError("timeout", f"{what} did not finish within {timeout:g} s (timeout)")
                     line = raw.decode("utf-8", "replace").strip()
                     if not line.startswith("data:"):
                         continue  # blank separators, comments, event/id fields

@@ -245,8 +245,8 @@ def _read_json(path: Path) -> Any:
         raise _os_error(err, path, "read") from None
     try:
         return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise InvalidModelError(path, "bad_config", f"not valid JSON ({err})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise InvalidModelError(path, "bad_config", f"not valid JSON ({type(err).__name__})") from None
 
 
 def _list_files(root: Path) -> list[tuple[str, os.stat_result]]:
@@ -294,7 +294,7 @@ def load_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
     try:
         with open(candidate, "rb") as handle:
             data = json.loads(handle.read().decode("utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(data, dict) or not isinstance(data.get("files"), list):
         return None
@@ -429,7 +429,8 @@ def read_safetensors_header(path: str | os.PathLike) -> dict[str, Any]:
         raise _os_error(err, path, "read") from None
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # RecursionError: JSON nested deeper than Python parses; the library refuses such a header too.
         raise InvalidModelError(path, "corrupt", "corrupt: the safetensors header is not valid JSON") from None
     if not isinstance(header, dict):
         raise InvalidModelError(path, "corrupt", "corrupt: the safetensors header is not a JSON object")

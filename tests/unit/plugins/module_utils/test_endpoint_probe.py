@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -564,3 +566,88 @@ def test_another_openai_server_is_measured_with_the_reasons_it_deserves(transfor
 def test_another_servers_400_for_an_unserved_model_is_model_not_found(transformers_serve) -> None:
     result = run(transformers_serve, model="no-such/model", checks=("chat",))
     assert_failed(result, "chat", "model_not_found", "pinned to 'llmops/tiny-mistral'")
+
+
+# ------------------------------------------------------------------------------------------- hostile servers
+
+
+def raw_server(answer) -> tuple[str, threading.Event]:
+    """A TCP server that reads one request per connection and hands the socket to ``answer(conn, request_line)``."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _addr = listener.accept()
+            except OSError:
+                continue
+            request = conn.recv(65536).split(b"\r\n", 1)[0].decode()
+            threading.Thread(target=answer, args=(conn, request, stop), daemon=True).start()
+        listener.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", stop
+
+
+def _drip(conn, request, stop, content_type=b"application/json", first=b""):
+    try:
+        if request.startswith("GET /health"):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            return
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type + b"\r\nConnection: close\r\n\r\n" + first)
+        while not stop.is_set():  # one byte every 0.2 s, forever: each read returns in time, the answer never ends
+            conn.sendall(b" ")
+            time.sleep(0.2)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+def test_a_server_that_drips_its_answer_is_cut_off_at_the_timeout() -> None:
+    url, stop = raw_server(_drip)
+    try:
+        start = time.monotonic()
+        result = run(url, model=DEFAULT_MODEL, checks=("models",), timeout=1.0)
+        assert_failed(result, "models", "timeout", "within 1 s")
+        assert time.monotonic() - start < 5
+    finally:
+        stop.set()
+
+
+def test_a_stream_line_that_never_ends_is_cut_off_at_the_timeout() -> None:
+    url, stop = raw_server(lambda c, r, s: _drip(c, r, s, b"text/event-stream", b'data: {"id": "x", '))
+    try:
+        start = time.monotonic()
+        result = run(url, model=DEFAULT_MODEL, checks=("stream",), timeout=1.0)
+        assert_failed(result, "stream", "timeout", "within 1 s")
+        assert time.monotonic() - start < 5
+    finally:
+        stop.set()
+
+
+def test_binary_garbage_is_described_not_echoed() -> None:
+    garbage = bytes(range(256)) * 8192  # 2 MiB
+
+    def answer(conn, request, stop):
+        if request.startswith("GET /health"):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        else:
+            head = (
+                f"HTTP/1.1 500 Oops\r\nContent-Type: application/octet-stream\r\nContent-Length: {len(garbage)}\r\n\r\n"
+            )
+            conn.sendall(head.encode() + garbage)
+        conn.close()
+
+    url, stop = raw_server(answer)
+    try:
+        result = run(url, model=DEFAULT_MODEL, checks=("models",))
+        entry = assert_failed(result, "models", "http_error", f"<{len(garbage)} bytes of binary data>")
+        assert len(result["msg"]) < 300 and "\x00" not in result["msg"] and "\\x" not in result["msg"]
+        assert len(entry["error"]) < 100
+    finally:
+        stop.set()

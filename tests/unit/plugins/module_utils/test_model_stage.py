@@ -349,7 +349,18 @@ def _metadata_not_strings(src: Path) -> None:
     path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
 
 
+def _deeply_nested_header(src: Path) -> None:
+    # Valid JSON nested deeper than Python's parser recurses: before, the engine died with a RecursionError
+    # traceback (exit 1, so the Job retried) instead of refusing the file (exit 2).
+    path = src / "consolidated.safetensors"
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    text = b"[" * 100_000 + b"]" * 100_000
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
+
+
 MISTRAL_BREAKAGE = {
+    "deeply nested header": (_deeply_nested_header, "corrupt", "consolidated.safetensors", "header is not valid JSON"),
     "truncated": (_truncate, "truncated", "consolidated.safetensors", "(1000 bytes missing)"),
     "trailing garbage": (_trailing, "corrupt", "consolidated.safetensors", "16 bytes of trailing data"),
     "header not json": (_bad_header, "corrupt", "consolidated.safetensors", "header is not valid JSON"),
@@ -914,6 +925,13 @@ def test_cli_invalid_model_exits_2_with_one_error_line(tmp_path: Path, mistral: 
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
     assert "consolidated.safetensors: truncated" in done.stderr and done.stdout == ""
+
+
+def test_cli_deeply_nested_header_exits_2_with_one_error_line(mistral: dict) -> None:
+    _deeply_nested_header(mistral["path"])
+    done = run_cli("verify", "--path", str(mistral["path"]))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "consolidated.safetensors: corrupt: the safetensors header is not valid JSON" in done.stderr
 
 
 def test_cli_other_failure_exits_1(tmp_path: Path, mistral: dict) -> None:

@@ -240,3 +240,40 @@ def test_max_model_len_above_the_model_is_refused_once_the_facts_are_known():
     assert preflight([spec], facts={"llama": HF_FACTS}) == []
     # A manifest without a word on RoPE scaling (older engine) or without a length: no guess.
     assert preflight([spec], facts={"llama": {"max_position_embeddings": 4096}}) == []
+
+
+# --------------------------------------------------------------------------- what reaches the Hub and the API
+
+BAD_NAMES = {
+    "a repo id that climbs": (
+        {"hf_repo": "../../api/whoami"},
+        "hf_repo '../../api/whoami' is not a Hugging Face repo id",
+    ),
+    "a repo id with a double dash": ({"hf_repo": "org/a--b"}, "hf_repo 'org/a--b' is not a Hugging Face repo id"),
+    "a file outside the repo": (
+        {"hf_files": ["consolidated.safetensors", "../secrets.json"]},
+        "hf_files entry '../secrets.json' must be a path inside the repository",
+    ),
+    "an absolute file": ({"hf_files": ["/etc/passwd"]}, "hf_files entry '/etc/passwd' must be a path inside"),
+    "a Secret name that is not one": (
+        {"api_key_secret": {"name": "My_Key", "key": "k"}},
+        "api_key_secret name 'My_Key' is not a valid Secret name",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_NAMES))
+def test_names_that_would_reach_the_hub_or_the_api_are_refused(case):
+    entry, expected = BAD_NAMES[case]
+    found = problems(**entry)
+    assert any(expected in p for p in found), found
+
+
+def test_two_model_dirs_that_give_one_job_name_are_refused():
+    defaults = role_defaults()
+    models = [
+        {"name": "a", "model_dir": "foo_bar", "hf_files": ["config.json"], "engine_args": {"config-format": None}},
+        {"name": "b", "model_dir": "foo-bar", "hf_files": ["config.json"], "engine_args": {"config-format": None}},
+    ]
+    found = preflight(model_specs(models, defaults))
+    assert "model_dir foo_bar and foo-bar give the same download Job name (…-foo-bar)" in " ".join(found), found
