@@ -635,7 +635,14 @@ def deploy_namespace(kubectl: Kubectl, namespace: str):
 
 
 def test_deploy_stops_at_once_when_no_node_can_ever_fit_the_server(kubeconfig, deploy_namespace):
-    out, elapsed = deploy_until_failure(kubeconfig, deploy_namespace, {"vllm_server_gpus": 16})
+    # 16 GPUs used by tensor parallelism (the preflight refuses GPUs that would sit idle): no node has 16.
+    server = {
+        "name": "mistral",
+        "labels": {"model": "mistral7b"},
+        "gpus": 16,
+        "engine_args": {"tensor-parallel-size": 16},
+    }
+    out, elapsed = deploy_until_failure(kubeconfig, deploy_namespace, {"vllm_models": [server]})
     assert "can never be scheduled: it requests 16 nvidia.com/gpu but the largest node has 4" in out
     assert '"reason": "unschedulable_no_capacity"' in out
     print(f"deploy.yml with 16 GPUs per replica failed after {elapsed:.1f}s in all")
