@@ -1022,7 +1022,9 @@ def render(version: str, cat: dict[str, Any], files: list[str], base: dict[str, 
         f"UNDERSCORES = {cat['underscores']}",
         "# argparse prefix matching (allow_abbrev) as the release's parser has it",
     ]
-    out += [f"ALLOW_ABBREV = {cat['allow_abbrev']}", *comment(" ".join(notes)), *LEGEND]
+    # The legend once, in the oldest module (and in the package's docstring): the others refer to it.
+    legend = LEGEND if not base else ["# FLAGS: new or changed flags, properties as in the oldest module's legend"]
+    out += [f"ALLOW_ABBREV = {cat['allow_abbrev']}", *comment(" ".join(notes)), *legend]
     out += ["FLAGS = " + "\n".join(literal(changed, 0, 8))]
     out += ["# Flags of BASE this release no longer has", "REMOVED = " + "\n".join(literal(removed, 0, 10))]
     out += ["# Other option strings of a flag -> its canonical name"]

@@ -17,15 +17,7 @@ UNDERSCORES = True
 # argparse prefix matching (allow_abbrev) as the release's parser has it
 ALLOW_ABBREV = True
 # Positional arguments, not flags: model_tag. `vllm serve` warns about --model: its model is the positional model_tag.
-# flag (canonical long name, dashes, without "--") -> properties. Keys present only when they apply:
-#   "kind": "value" (default, omitted) | "flag" (store_true/store_const: takes no value)
-#           | "bool" (BooleanOptionalAction: --x and --no-x, no value)
-#           | "list" (nargs '+' or '*': one or more values as separate argv items) | "optional" (nargs '?')
-#   "type": "int" | "float" | "json" | "bool" | "other" (e.g. human-readable numbers like 32k) - omitted for str
-#   "choices": strict argparse choices, as the parser compares them
-#   "open_choices": names the release knows that argparse does not enforce (a parser registry, a Literal that
-#                   also takes any str, an enum pydantic checks later); "opened_by": the flag that adds names
-#   "deprecated": True when the release marks it deprecated (help text or deprecated=True)
+# FLAGS: new or changed flags, properties as in the oldest module's legend
 FLAGS = {
     "all2all-backend": {
         "choices": (

@@ -608,23 +608,17 @@ def _drip(conn, request, stop, content_type=b"application/json", first=b""):
         conn.close()
 
 
-def test_a_server_that_drips_its_answer_is_cut_off_at_the_timeout() -> None:
-    url, stop = raw_server(_drip)
+@pytest.mark.parametrize(
+    "check, content_type, first",
+    [("models", b"application/json", b""), ("stream", b"text/event-stream", b'data: {"id": "x", ')],
+    ids=["an answer that drips", "a stream line that never ends"],
+)
+def test_a_dripping_answer_is_cut_off_at_the_timeout(check: str, content_type: bytes, first: bytes) -> None:
+    url, stop = raw_server(lambda conn, request, done: _drip(conn, request, done, content_type, first))
     try:
         start = time.monotonic()
-        result = run(url, model=DEFAULT_MODEL, checks=("models",), timeout=1.0)
-        assert_failed(result, "models", "timeout", "within 1 s")
-        assert time.monotonic() - start < 5
-    finally:
-        stop.set()
-
-
-def test_a_stream_line_that_never_ends_is_cut_off_at_the_timeout() -> None:
-    url, stop = raw_server(lambda c, r, s: _drip(c, r, s, b"text/event-stream", b'data: {"id": "x", '))
-    try:
-        start = time.monotonic()
-        result = run(url, model=DEFAULT_MODEL, checks=("stream",), timeout=1.0)
-        assert_failed(result, "stream", "timeout", "within 1 s")
+        result = run(url, model=DEFAULT_MODEL, checks=(check,), timeout=1.0)
+        assert_failed(result, check, "timeout", "within 1 s")
         assert time.monotonic() - start < 5
     finally:
         stop.set()
