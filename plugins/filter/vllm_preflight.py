@@ -59,8 +59,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ansible_collections.llmops.vllm.plugins.filter.vllm_download_jobs import job_suffix
+from ansible_collections.llmops.vllm.plugins.filter.vllm_download_jobs import download_jobs
 from ansible_collections.llmops.vllm.plugins.filter.vllm_model_specs import LOAD_STRATEGIES
+from ansible_collections.llmops.vllm.plugins.module_utils.model_download import is_hf_repo_id, is_repo_file
 from ansible_collections.llmops.vllm.plugins.module_utils.sizing import (
     ceil_gi,
     format_bytes,
@@ -87,9 +88,6 @@ LABEL_NAME = re.compile(
 MODEL_DIR = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 OWNED_BY_SPEC = {"port": "port", "model": "model_dir or model_uri", "load-format": "load_strategy"}
 STREAM_SCHEMES = ("s3://", "gs://")
-# huggingface_hub 2.4 utils/_validators.py REPO_ID_REGEX, ASCII only (plus its checks for "--" and "..").
-HF_REPO_ID = re.compile(r"^(\b[\w\-.]{1,96}\b/)?\b[\w\-.]{1,96}\b$", re.ASCII)
-DOWNLOAD_JOB_PREFIX = "model-download-"
 AUTOSCALERS = ("hpa", "keda")
 
 
@@ -158,7 +156,15 @@ def _sizes(spec: Mapping[str, Any], problems: list[str]) -> None:
 
 def _downloads(specs: list[Mapping[str, Any]], problems: list[str]) -> None:
     seen: dict[str, Mapping[str, Any]] = {}
+    # The download Jobs as the model_download role names them: lossy (lower case, '-') and cut to 63 characters.
     jobs: dict[str, str] = {}
+    for job in download_jobs(list(specs)):
+        other = jobs.setdefault(job["name"], job["model_dir"])
+        if other != job["model_dir"]:
+            problems.append(
+                f"model_dir {other} and {job['model_dir']} give the same download Job name ({job['name']}), so one "
+                "download would replace the other; rename one of them"
+            )
     for spec in specs:
         if not spec.get("download"):
             continue
@@ -168,25 +174,17 @@ def _downloads(specs: list[Mapping[str, Any]], problems: list[str]) -> None:
                 f"model {spec['name']}: download is on but hf_repo is empty; name the Hugging Face repository "
                 "or set download: false when the weights are already on the volume"
             )
-        elif not HF_REPO_ID.fullmatch(str(repo)) or "--" in str(repo) or ".." in str(repo):
+        elif not is_hf_repo_id(repo):
             problems.append(
                 f"model {spec['name']}: hf_repo {repo!r} is not a Hugging Face repo id (owner/name: letters, digits, "
                 "'-', '_', '.', without '..' or '--')"
             )
         for name in spec.get("files") or []:
-            if str(name).startswith("/") or ".." in str(name).split("/") or "\\" in str(name):
+            if not is_repo_file(name):
                 problems.append(
                     f"model {spec['name']}: hf_files entry {name!r} must be a path inside the repository (no "
-                    "leading '/', no '..')"
+                    "leading '/', no '..', no ',')"
                 )
-        # The download Job's name comes from model_dir, lower-cased, other characters as '-', cut to fit 63.
-        suffix = job_suffix(spec["model_dir"])[: 63 - len(DOWNLOAD_JOB_PREFIX)]
-        other = jobs.setdefault(suffix, spec["model_dir"])
-        if other != spec["model_dir"]:
-            problems.append(
-                f"model_dir {other} and {spec['model_dir']} give the same download Job name (…-{suffix}), so one "
-                "download would replace the other; rename one of them"
-            )
         first = seen.setdefault(spec["model_dir"], spec)
         if first is not spec:
             for key in ("hf_repo", "hf_revision", "files"):

@@ -56,6 +56,21 @@ class DownloadInputError(ValueError):
     """An option the cluster-side mode cannot use; ``str()`` is one line naming the option."""
 
 
+def is_hf_repo_id(repo: object) -> bool:
+    """An owner/name Hugging Face repo id, as huggingface_hub's validate_repo_id takes it (ASCII letters, digits,
+    '-', '_', '.'; no '..' or '--': utils/_validators.py), so that it cannot climb to another Hub path."""
+    text = str(repo or "")
+    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}", text)) and not (
+        ".." in text or "--" in text
+    )
+
+
+def is_repo_file(name: object) -> bool:
+    """A file name or pattern inside the repository: relative, no '..', no ',' (the Job's --files separator)."""
+    text = str(name or "")
+    return bool(text) and "," not in text and not text.startswith("/") and ".." not in text.split("/")
+
+
 def _labels(name: str, instance: str | None = None) -> dict[str, str]:
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "llmops.vllm"}
     if instance:
@@ -200,10 +215,10 @@ def check_request(params: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
             f"path: {params['path']!r} must name a directory inside the volume, relative to its root "
             f"(for example mistral-7b-v0-3), without '.' or '..'"
         )
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$", params["hf_repo"]):
+    if not is_hf_repo_id(params["hf_repo"]):
         raise DownloadInputError(f"hf_repo: {params['hf_repo']!r} is not a Hugging Face repo id (owner/name)")
     files = list(params.get("hf_files") or [])
-    bad = [f for f in files if not f or "," in f or f.startswith("/") or ".." in f.split("/")]
+    bad = [f for f in files if not is_repo_file(f)]
     if bad:
         raise DownloadInputError(f"hf_files: {bad[0]!r} is not a file name or pattern inside the repository")
     timeout = params.get("timeout")

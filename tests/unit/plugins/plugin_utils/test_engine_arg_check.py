@@ -270,10 +270,11 @@ def test_names_that_would_reach_the_hub_or_the_api_are_refused(case):
 
 
 def test_two_model_dirs_that_give_one_job_name_are_refused():
+    # The first directory's Job is model-download; the others add the directory, lower-cased, other characters '-'.
     defaults = role_defaults()
-    models = [
-        {"name": "a", "model_dir": "foo_bar", "hf_files": ["config.json"], "engine_args": {"config-format": None}},
-        {"name": "b", "model_dir": "foo-bar", "hf_files": ["config.json"], "engine_args": {"config-format": None}},
+    models = [{"name": "first", "model_dir": "reference"}] + [
+        {"name": n, "model_dir": d, "hf_files": ["config.json"], "engine_args": {"config-format": None}}
+        for n, d in (("a", "foo_bar"), ("b", "foo-bar"))
     ]
-    found = preflight(model_specs(models, defaults))
-    assert "model_dir foo_bar and foo-bar give the same download Job name (…-foo-bar)" in " ".join(found), found
+    found = " ".join(preflight(model_specs(models, defaults)))
+    assert "model_dir foo_bar and foo-bar give the same download Job name (model-download-foo-bar)" in found, found
