@@ -294,6 +294,15 @@ class Bench:
                 capture_output=True,
             )
 
+    def floor(self, tmp: Path) -> float:
+        """What ansible-playbook itself costs: one debug task on localhost, the floor of any playbook run."""
+        book = tmp / "floor.yml"
+        book.write_text(
+            "- hosts: localhost\n  connection: local\n  gather_facts: false\n"
+            "  tasks:\n    - ansible.builtin.debug:\n        msg: floor\n"
+        )
+        return self.timed([str(BIN / "ansible-playbook"), str(book)])
+
     def reference(self, tmp: Path) -> dict[str, Times]:
         """One repetition of cold deploy, no-op re-deploy and teardown; (collection, kubectl, helm) seconds each."""
         tag = uuid.uuid4().hex[:6]
@@ -361,11 +370,13 @@ def main(argv: list[str] | None = None) -> int:
     helm = None if args.no_helm else find_helm(args.helm)
 
     rows: dict[str, list[Times]] = {}
+    floors: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         bench = Bench(cluster_kubeconfig(), helm, Path(tmp) / "helm-home")
         nodes = bench.add_gpu_capacity(max(counts) if max(counts) > 1 else 0)
         try:
             for rep in range(args.reps):
+                floors.append(bench.floor(Path(tmp)))
                 for name, times in bench.reference(Path(tmp)).items():
                     rows.setdefault(name, []).append(times)
                 if rep < args.scaling_reps:
@@ -388,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         if helm:
             helms = statistics.median(t[2] for t in runs if t[2] is not None)
             row |= {"helm_s": round(helms, 2), "ratio_helm": round(ours / helms, 2)}
-        table.append({**row, "reps": len(runs)})
+        table.append({**row, "vs_floor": round(ours / statistics.median(floors), 2), "reps": len(runs)})
     first = next(r for r in table if r["case"] == f"deploy {counts[0]} model(s)")
     for row in table:
         if row["case"].startswith("deploy ") and row["case"].endswith("model(s)"):
@@ -421,11 +432,19 @@ def main(argv: list[str] | None = None) -> int:
             for r in table
         ]
         footer = HELM_MISSING
-    text = "\n".join([title, "", *lines, "", footer])
+    floor = statistics.median(floors)
+    by_case = {r["case"]: r for r in table}
+    floor_line = (
+        f"Floor: a one-task `ansible-playbook` (debug on localhost) takes {floor:.2f} s (median) on this machine; "
+        f"no-op re-deploy = {by_case['no-op re-deploy']['vs_floor']}x the floor, teardown = "
+        f"{by_case['teardown']['vs_floor']}x (targets 1.5x)."
+    )
+    text = "\n".join([title, "", *lines, "", floor_line, "", footer])
     print(text)
     (out / "deploy.md").write_text(text + "\n")
     helm_info = {"measured": bool(helm), "version": bench.helm_version or None, "note": footer}
-    (out / "deploy.json").write_text(json.dumps({"machine": machine, "helm": helm_info, "rows": table}, indent=2))
+    report = {"machine": machine, "floor_s": round(floor, 2), "helm": helm_info, "rows": table}
+    (out / "deploy.json").write_text(json.dumps(report, indent=2))
     chart(table, counts, out / "deploy.png")
     return 0
 

@@ -18,7 +18,7 @@ description:
   - The Jobs are built by C(plugins/module_utils/model_download.py), which M(llmops.vllm.vllm_model_stage) also uses
     for its cluster-side mode, so the role and the module create the same Job for the same model.
   - Each Job carries C(llmops.vllm/pod-template-hash), a hash of its pod template, so that a changed template
-    (new revision, files, image) is replaced exactly where it changed (see the C(k8s_apply) role).
+    (new revision, files, image) is replaced exactly where it changed (see M(llmops.vllm.vllm_apply)).
 options:
   _input:
     description: Downloads, from P(llmops.vllm.vllm_download_jobs#filter).

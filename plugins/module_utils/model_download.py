@@ -8,11 +8,11 @@
 """The model download on the cluster: its objects, and making sure a model is complete on a volume.
 
 - :func:`download_job` and :func:`stage_configmap` build the objects of the download step exactly as the
-  ``model_download`` role's template does (``roles/model_download/templates/objects.yml.j2``; a test renders
-  both and compares them): the staging engine as a ConfigMap, and a Job running
+  ``model_download`` role builds them (its ``prepare.yml`` calls the ``vllm_download_objects`` filter, which
+  calls these): the staging engine as a ConfigMap, and a Job running
   ``python3 model_stage.py download`` onto the claim, which prints the manifest as its last log line.
 - :func:`ensure_model` is ``vllm_model_stage``'s cluster-side mode: reuse the Job of that name or create it
-  (server-side apply, field manager ``llmops-vllm``), wait with :class:`diagnosis.DeploymentWatch` (which
+  (through the collection's one apply path, ``kube_apply``), wait with :class:`diagnosis.DeploymentWatch` (which
   names the cause of a failure in one line), and read the manifest back from the Job's log.
 """
 
@@ -25,9 +25,11 @@ import time
 import typing as t
 
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import DeploymentWatch, Finding, Settings
+from ansible_collections.llmops.vllm.plugins.module_utils.kube_apply import TEMPLATE_HASH, Refused, Step, unavailable
+from ansible_collections.llmops.vllm.plugins.module_utils.kube_client import ApiError, ApiUnavailable, Kube
 
-FIELD_MANAGER = "llmops-vllm"
-TEMPLATE_HASH = "llmops.vllm/pod-template-hash"
+# Seconds the cluster-side mode gives the API for its reads and its apply (the wait has its own timeout).
+API_TIMEOUT = 60
 CONTAINER = "model-download"
 VOLUME_ROOT = "/models"
 ENGINE_MOUNT = "/opt/llmops"
@@ -144,7 +146,7 @@ def download_job(job: t.Mapping[str, t.Any], namespace: str, pvc: str, **setting
         {"name": "model-stage", "configMap": {"name": s["stage_configmap"]}},
     ]
     template = {"metadata": {"labels": labels}, "spec": pod_spec}
-    # A Job's pod template cannot change: its hash tells the k8s_apply role exactly which Jobs to replace.
+    # A Job's pod template cannot change: its hash tells the apply engine (kube_apply) exactly which Jobs to replace.
     digest = hashlib.sha256(json.dumps(template, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     metadata.setdefault("annotations", {})[TEMPLATE_HASH] = digest[:16]
     return {
@@ -270,23 +272,8 @@ def _what_it_downloads(job: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
     return {"command": command, "claims": claims}
 
 
-def _apply(watch: DeploymentWatch, obj: dict[str, t.Any]) -> None:
-    """Server-side apply under our field manager, conflicts not forced (someone else's field stays theirs)."""
-    kwargs = {
-        "field_manager": FIELD_MANAGER,
-        "force": False,
-        "_content_type": "application/apply-patch+yaml",
-        "_request_timeout": watch.request_timeout,
-    }
-    name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
-    if obj["kind"] == "Job":
-        watch.batch.patch_namespaced_job(name, namespace, obj, **kwargs)
-    else:
-        watch.core.patch_namespaced_config_map(name, namespace, obj, **kwargs)
-
-
 def ensure_model(
-    api_client: t.Any,
+    dynamic: t.Any,
     request: t.Mapping[str, t.Any],
     *,
     check_mode: bool = False,
@@ -301,14 +288,13 @@ def ensure_model(
     mode nothing is created and a running Job is looked at once. Raises :class:`StageFailure` with the
     diagnosis's one-line cause when the Job fails, the claim is missing or the manifest cannot be read.
     """
-    from kubernetes.client.exceptions import ApiException
-
     start = time.monotonic()
     namespace, pvc, spec = request["namespace"], request["pvc"], request["job"]
     name = spec["name"]
     settings = settings or Settings(missing_grace=float("inf") if check_mode else 60)
+    kube = Kube(dynamic, timeout=API_TIMEOUT)
     watch = DeploymentWatch(
-        api_client, namespace, jobs=[name], pvcs=[pvc], settings=settings, poll_interval=poll_interval
+        kube.api_client, namespace, jobs=[name], pvcs=[pvc], settings=settings, poll_interval=poll_interval
     )
     job = download_job(spec, namespace, pvc, **request["settings"])
     result: dict[str, t.Any] = {
@@ -324,27 +310,22 @@ def ensure_model(
         result["elapsed_ms"] = round((time.monotonic() - start) * 1000, 3)
         return StageFailure(Finding(reason, message, obj, evidence or {}), result)
 
-    def read(kind: str, call: t.Callable, obj_name: str) -> dict[str, t.Any] | None:
+    def read(kind: str, api_version: str, obj_name: str, ns: str = namespace) -> dict[str, t.Any] | None:
         try:
-            resp = call(obj_name, namespace, _preload_content=False, _request_timeout=watch.request_timeout)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
+            return kube.get({"apiVersion": api_version, "kind": kind, "metadata": {"name": obj_name, "namespace": ns}})
+        except ApiError as exc:
             raise fail(
                 "api_error",
-                f"cannot read {kind} {obj_name} in namespace {namespace}: {exc.status} {_api_message(exc)}",
+                f"cannot read {kind} {obj_name} in namespace {namespace}: {exc.status} {exc.message}",
                 f"{kind}/{obj_name}",
             ) from None
-        except Exception as exc:  # noqa: BLE001 - connection refused, TLS, DNS: one line, not a traceback
+        except ApiUnavailable as exc:
             raise fail(
-                "api_unreachable",
-                f"cannot reach the Kubernetes API: {exc}; check the kubeconfig and that the control plane is up",
-                f"Namespace/{namespace}",
+                "api_unreachable", unavailable(exc, f"reading {kind} {obj_name}"), f"Namespace/{namespace}"
             ) from None
-        return json.loads(resp.data)
 
-    existing = read("Job", watch.batch.read_namespaced_job, name)
-    claim = read("PersistentVolumeClaim", watch.core.read_namespaced_persistent_volume_claim, pvc)
+    existing = read("Job", "batch/v1", name)
+    claim = read("PersistentVolumeClaim", "v1", pvc)
     if existing is not None:
         have, want = _what_it_downloads(existing), _what_it_downloads(job)
         if have != want:
@@ -373,16 +354,13 @@ def ensure_model(
             result["manifest"] = None
             result["elapsed_ms"] = round((time.monotonic() - start) * 1000, 3)
             return result
-        for obj in objects:
-            try:
-                _apply(watch, obj)
-            except ApiException as exc:
-                raise fail(
-                    "apply_failed",
-                    f"applying {obj['kind']} {obj['metadata']['name']} in namespace {namespace} failed: "
-                    f"{exc.status} {exc.reason}: {_api_message(exc)}",
-                    f"{obj['kind']}/{obj['metadata']['name']}",
-                ) from None
+        try:
+            kube.restart_deadline()
+            Step(kube, "the staging engine and the download Job", objects).apply()
+        except Refused as exc:
+            raise fail("apply_failed", f"applying in namespace {namespace} failed: {exc}", f"Job/{name}") from None
+        except ApiUnavailable as exc:
+            raise fail("api_unreachable", unavailable(exc, "applying the download Job"), f"Job/{name}") from None
     waited = watch.run(timeout=request["timeout"], once=check_mode or request["timeout"] == 0)
     result["states"] = waited.states
     if waited.finding:
@@ -406,10 +384,3 @@ def ensure_model(
     result["manifest"] = read_back["manifest"]
     result["elapsed_ms"] = round((time.monotonic() - start) * 1000, 3)
     return result
-
-
-def _api_message(exc: t.Any) -> str:
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except (TypeError, ValueError):
-        return str(exc.reason)

@@ -550,11 +550,11 @@ def main_cluster(module: AnsibleK8SModule) -> None:
     from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
 
     try:
-        api_client = get_api_client(module).client.client
+        dynamic = get_api_client(module).client
     except CoreException as exc:
         module.fail_json(msg=f"cannot reach the Kubernetes API: {exc}", reason="api_unreachable")
     try:
-        result = ensure_model(api_client, request, check_mode=module.check_mode)
+        result = ensure_model(dynamic, request, check_mode=module.check_mode)
     except StageFailure as failure:
         finding = failure.finding
         module.fail_json(

@@ -42,7 +42,10 @@ def run_deploy_bench(kubeconfig: str, out: Path, *args: str) -> tuple[dict[str, 
         assert row["collection_s"] > 0 and row["kubectl_s"] > 0
         # The ratio comes from unrounded seconds; the printed seconds are rounded to 10 ms.
         assert row["ratio"] == pytest.approx(row["collection_s"] / row["kubectl_s"], rel=0.1)
+        # The floor (a one-task playbook) is measured in the same run and named next to the ratio.
+        assert row["vs_floor"] == pytest.approx(row["collection_s"] / report["floor_s"], rel=0.1)
     markdown = (out / "deploy.md").read_text()
+    assert "Floor: a one-task `ansible-playbook`" in markdown
     assert "| cold deploy (+wait) |" in markdown
     assert (out / "deploy.png").stat().st_size > 1000
     return rows, report, markdown

@@ -117,6 +117,16 @@ def task_results(report: dict, name_part: str) -> list[dict]:
     ]
 
 
+def applied_steps(report: dict) -> list[dict]:
+    """Every step the llmops.vllm.vllm_apply tasks of a run went through, in order."""
+    return [
+        step
+        for play in report["plays"]
+        for task in play["tasks"]
+        for step in (task["hosts"].get("localhost") or {}).get("steps") or []
+    ]
+
+
 def short(task_name: str) -> str:
     """A task's name without its role prefix ("llmops.vllm.storage : Apply ..." -> "Apply ...")."""
     return task_name.rsplit(" : ", 1)[-1]
@@ -191,8 +201,7 @@ def test_deploy_converges_renders_the_same_and_tears_down(kubectl, kubeconfig, b
     }
     rc, report = json_run("deploy.yml", kubeconfig, changed_vars, "--check", "--diff", monkeypatch=monkeypatch)
     assert rc == 0, json.dumps(report)[-3000:]
-    shown = task_results(report, "Show what changes")
-    changes = [entry for result in shown if not result.get("skipped") for entry in result["msg"]]
+    changes = [entry for step in applied_steps(report) for entry in step["diff"]]
     assert [c["object"] for c in changes] == ["Deployment/mistral"], changes
     before = changes[0]["before"]["spec"]["template"]["spec"]["containers"][0]["args"]
     after = changes[0]["after"]["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -343,6 +352,10 @@ PREFLIGHT_CASES = {
         {"vllm_server_gpu_node_label": "llmops.test/no-such-gpu-label=true"},
         "no node has the label llmops.test/no-such-gpu-label=true and no node pool is requested",
     ),
+    "more-gpus-than-any-node-has": (
+        {"vllm_models": [{"name": "mistral", "gpus": 16, "engine_args": {"tensor-parallel-size": 16}}]},
+        "a server needs 16 GPUs in one pod but the largest GPU node",
+    ),
     "no-fsx-csi-driver": (
         {"storage_csi_driver": "fsx.csi.llmops.invalid"},
         "CSIDriver fsx.csi.llmops.invalid is not installed",
@@ -363,12 +376,13 @@ def test_preflight_refuses_before_anything_is_created(case, kubectl, kubeconfig,
     ]
     assert len(failed) == 1, failed
     task, result = failed[0]
-    assert short(task).startswith("Refuse"), f"failed in {task!r}, not in a preflight check"
+    # A check of the settings, or vllm_apply's cluster checks, which run before its first step.
+    cluster_check = result.get("reason") in ("no_gpu_nodes", "gpus_exceed_nodes", "no_csi_driver")
+    assert short(task).startswith("Refuse") or cluster_check, f"failed in {task!r}, not in a preflight check"
     assert expected in result["msg"], result["msg"]
     assert "\n" not in result["msg"].strip(), "the preflight message should be one line"
-    # Nothing was applied: no k8s apply ran, and the namespace holds nothing of ours.
-    applied = [t for play in report["plays"] for t in play["tasks"] if short(t["task"]["name"]).startswith("Apply")]
-    assert applied == [], [t["task"]["name"] for t in applied]
+    # Nothing was applied: no apply step ran, and the namespace holds nothing of ours.
+    assert applied_steps(report) == [], applied_steps(report)
     assert namespace_is_untouched(kubectl, base_vars["vllm_namespace"], base_vars["storage_pv_name"]) == []
 
 
@@ -596,10 +610,10 @@ def test_check_mode_on_a_new_namespace_reports_and_creates_nothing(kubectl, kube
     rc, report = json_run("deploy.yml", kubeconfig, extra, "--check", "--diff", monkeypatch=monkeypatch)
     assert rc == 0, json.dumps(report)[-3000:]
     would = [
-        line
-        for result in task_results(report, "Report what would be created")
-        if not result.get("skipped")
-        for line in result["msg"]
+        f"{obj['object']}: create"
+        for step in applied_steps(report)
+        for obj in step["objects"]
+        if obj["namespace"] and obj["action"] == "created"
     ]
     assert sorted(would) == [
         "ConfigMap/llmops-model-stage: create",
@@ -611,3 +625,15 @@ def test_check_mode_on_a_new_namespace_reports_and_creates_nothing(kubectl, kube
     assert report["stats"]["localhost"]["failures"] == 0
     assert not kubectl.exists("namespace", ns)
     assert not kubectl.exists("pv", f"fsx-{ns}")
+
+
+def test_check_mode_with_a_token_on_a_new_namespace_reports_the_secret(kubectl, kubeconfig, monkeypatch):
+    """The token Secret's step runs with no_log: in check mode a namespace that does not exist yet used to fail it
+    behind the censored message; now it reports the Secret as to be created and changes nothing."""
+    ns = f"t-new-{uuid.uuid4().hex[:8]}"
+    extra = {"vllm_namespace": ns, "storage_pv_name": f"fsx-{ns}", "model_download_hf_token": "hf_not_a_real_token"}
+    proc = run_playbook("deploy.yml", kubeconfig, extra, "--check")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert recap(proc)["failed"] == 0
+    assert "hf_not_a_real_token" not in proc.stdout + proc.stderr
+    assert not kubectl.exists("namespace", ns)

@@ -642,7 +642,10 @@ def test_deploy_stops_at_once_when_no_node_can_ever_fit_the_server(kubeconfig, d
         "gpus": 16,
         "engine_args": {"tensor-parallel-size": 16},
     }
-    out, elapsed = deploy_until_failure(kubeconfig, deploy_namespace, {"vllm_models": [server]})
+    # The preflight refuses this before anything is applied (test_deploy's PREFLIGHT_CASES); without the cluster
+    # checks the server is applied, and the wait names the cause at once.
+    extra = {"vllm_models": [server], "vllm_server_check_cluster": False}
+    out, elapsed = deploy_until_failure(kubeconfig, deploy_namespace, extra)
     assert "can never be scheduled: it requests 16 nvidia.com/gpu but the largest node has 4" in out
     assert '"reason": "unschedulable_no_capacity"' in out
     print(f"deploy.yml with 16 GPUs per replica failed after {elapsed:.1f}s in all")

@@ -117,3 +117,16 @@ def test_an_api_server_that_never_answers_stops_the_run_at_the_deadline(tmp_path
         "3 s (vllm_api_timeout), so the step stopped; check the endpoint (a load balancer or proxy in front of it) "
         "and run again: what was applied stays, a rerun converges"
     )
+
+
+def test_the_cluster_checks_before_the_first_apply_are_bounded_too(tmp_path, blackhole):
+    """The GPU node and CSI driver checks ask the API server before anything is applied; a server that never
+    answers stops them at the deadline as well (they used to be lookups, templated before any task timeout ran)."""
+    extra = {"vllm_namespace": "unreachable", "vllm_probe_enabled": False, "vllm_api_timeout": 3}
+    proc, seconds = deploy(kubeconfig_for(tmp_path / "kubeconfig", blackhole), extra)
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert seconds < 60, f"took {seconds:.0f} s"
+    assert fatal_messages(proc.stdout)[-1].startswith(
+        f"checking the cluster: the Kubernetes API server https://127.0.0.1:{blackhole} gave no answer within 3 s "
+        "(vllm_api_timeout)"
+    )

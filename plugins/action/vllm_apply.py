@@ -1,0 +1,159 @@
+# Copyright (c) 2025, llmops.vllm maintainers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""llmops.vllm.vllm_apply: the steps of a deploy or a teardown, in the controller, through the one apply engine.
+
+Runs in the controller process (no module start-up per step, one kubernetes client for every step and wait).
+The documentation is in plugins/modules/vllm_apply.py.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+import yaml
+from ansible.plugins.action import ActionBase
+from ansible_collections.llmops.vllm.plugins.module_utils._apply_spec import ARGUMENT_SPEC, AUTH_ARG_SPEC
+from ansible_collections.llmops.vllm.plugins.module_utils.kube_apply import Refused, Step, unavailable
+from ansible_collections.llmops.vllm.plugins.module_utils.kube_client import ApiError, ApiUnavailable, Kube, connect
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        _validation, params = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        check = bool(self._task.check_mode)
+        result.update(changed=False, steps=[])
+        # Suboption defaults make an empty dict non-empty: a check is asked for when one of them has a value.
+        checks = {k: v for k, v in (params["cluster_checks"] or {}).items() if v}
+        what = "checking the cluster" if checks or not params["steps"] else _doing(params, params["steps"][0])
+        try:
+            kube = connect({name: params.get(name) for name in AUTH_ARG_SPEC}, params["api_timeout"])
+        except ApiUnavailable as exc:
+            return dict(result, failed=True, reason=_reason(exc), cause=str(exc), msg=unavailable(exc, what))
+        except Exception as exc:  # noqa: BLE001 - a kubeconfig that cannot be read, a missing library: one line
+            msg = f"{what}: cannot set up the Kubernetes client: {exc}"
+            return dict(result, failed=True, reason="api_config", msg=msg)
+        try:
+            if checks:
+                result["cluster"] = _cluster_checks(kube, checks)
+            for spec in params["steps"]:
+                what = _doing(params, spec)
+                kube.restart_deadline()
+                step = Step(kube, spec["what"], spec["objects"])
+                if params["state"] == "absent":
+                    done = step.delete(check=check, wait=spec["delete_wait"])
+                else:
+                    done = step.apply(params["force_conflicts"], params["replace_immutable"], check=check)
+                result["steps"].append(done)
+                result["changed"] = result["changed"] or done["changed"]
+                if done.get("message"):
+                    # The replace path deletes and creates again: said on every run that takes it.
+                    result.setdefault("warnings", []).append(f"{what}: {done['message']}")
+                if spec["wait"] and done["unsettled"] and not check:
+                    what = f"waiting for {spec['what']}"
+                    failed = _wait(kube, spec["wait"], done)
+                    if failed:
+                        return dict(result, failed=True, **failed)
+        except Refused as exc:
+            return dict(result, failed=True, reason=exc.reason, msg=f"{what}: {exc}")
+        except ApiUnavailable as exc:
+            return dict(result, failed=True, reason=_reason(exc), cause=str(exc), msg=unavailable(exc, what))
+        except ApiError as exc:
+            return dict(result, failed=True, reason="api_error", msg=f"{what}: {exc.message}")
+        if self._task.diff:
+            result["diff"] = [_diff(entry) for step in result["steps"] for entry in step["diff"]]
+        return result
+
+
+def _reason(exc: ApiUnavailable) -> str:
+    return "api_timeout" if exc.timed_out else "api_unreachable"
+
+
+def _doing(params: t.Mapping[str, t.Any], step: t.Mapping[str, t.Any]) -> str:
+    """What a step does, for messages: ``applying the model volume``."""
+    return ("removing " if params["state"] == "absent" else "applying ") + step["what"]
+
+
+def _cluster_checks(kube: Kube, checks: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """The preflight that needs the cluster, before anything is applied: GPU nodes and the CSI driver."""
+    found: dict[str, t.Any] = {}
+    label = checks.get("gpu_node_label")
+    if label:
+        nodes = kube.list("v1", "Node", label_selector=label)
+        if not nodes:
+            raise Refused(
+                f"no node has the label {label} and no node pool is requested: add GPU nodes (with the NVIDIA "
+                "device plugin) or set gpu_nodepool_enabled=true",
+                "no_gpu_nodes",
+            )
+        gpus = {n["metadata"]["name"]: _gpus(n) for n in nodes}
+        found["gpu_nodes"] = sorted(gpus)
+        # kwok's nodes carry this annotation: no kubelet, no container answers there.
+        found["simulated"] = all("kwok.x-k8s.io/node" in (n["metadata"].get("annotations") or {}) for n in nodes)
+        wanted = checks.get("gpus_per_pod") or 0
+        if wanted > max(gpus.values()):
+            raise Refused(
+                f"a server needs {wanted} GPUs in one pod but the largest GPU node ({max(gpus, key=gpus.get)}) has "
+                f"{max(gpus.values())} allocatable nvidia.com/gpu: lower tensor-parallel-size/gpus, add a larger "
+                "node, or request a node pool (gpu_nodepool_enabled=true)",
+                "gpus_exceed_nodes",
+            )
+    driver = checks.get("csi_driver")
+    if driver:
+        if kube.request("GET", f"/apis/storage.k8s.io/v1/csidrivers/{driver}", missing_ok=True) is None:
+            raise Refused(
+                f"CSIDriver {driver} is not installed, so the model volume cannot be mounted: install the FSx for "
+                "Lustre CSI driver (EKS add-on aws-fsx-csi-driver)",
+                "no_csi_driver",
+            )
+        found["csi_driver"] = driver
+    return found
+
+
+def _gpus(node: t.Mapping[str, t.Any]) -> int:
+    value = str(((node.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu", "0"))
+    return int(value) if value.isdigit() else 0
+
+
+def _wait(kube: Kube, wait: t.Mapping[str, t.Any], done: dict[str, t.Any]) -> dict[str, t.Any] | None:
+    """Wait for what the step left unsettled, with the diagnosis's one-line findings; the failure, or None."""
+    from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import DeploymentWatch, Settings
+
+    watch = DeploymentWatch(
+        kube.api_client,
+        wait["namespace"],
+        deployments=wait["deployments"],
+        jobs=wait["jobs"],
+        pvcs=wait["pvcs"],
+        settings=Settings(startup_budget=wait["startup_budget"]),
+        poll_interval=wait["poll_interval"],
+    )
+    waited = watch.run(timeout=wait["timeout"])
+    done["waited"] = {"elapsed_ms": waited.elapsed_ms, "polls": waited.polls, "states": waited.states}
+    if waited.finding:
+        found = waited.finding
+        return {"msg": found.message, "reason": found.reason, "object": found.object, "evidence": found.evidence}
+    done["manifests"] = {
+        name: watch.job_manifest(name)["manifest"]
+        for name, state in waited.states.get("jobs", {}).items()
+        if state.get("done")
+    }
+    return None
+
+
+def _diff(entry: t.Mapping[str, t.Any]) -> dict[str, str]:
+    """One object's change as Ansible's --diff output shows it."""
+    if entry["action"] != "configured":
+        return {"prepared": f"{entry['action']} {entry['object']}\n"}
+    dump = lambda side: yaml.safe_dump(entry[side], default_flow_style=False, sort_keys=True)  # noqa: E731
+    return {
+        "before_header": entry["object"],
+        "after_header": entry["object"],
+        "before": dump("before"),
+        "after": dump("after"),
+    }
