@@ -150,10 +150,7 @@ def _diff(entry: t.Mapping[str, t.Any]) -> dict[str, str]:
     """One object's change as Ansible's --diff output shows it."""
     if entry["action"] != "configured":
         return {"prepared": f"{entry['action']} {entry['object']}\n"}
-    dump = lambda side: yaml.safe_dump(entry[side], default_flow_style=False, sort_keys=True)  # noqa: E731
-    return {
-        "before_header": entry["object"],
-        "after_header": entry["object"],
-        "before": dump("before"),
-        "after": dump("after"),
-    }
+    before, after = (
+        yaml.safe_dump(entry[side], default_flow_style=False, sort_keys=True) for side in ("before", "after")
+    )
+    return {"before_header": entry["object"], "after_header": entry["object"], "before": before, "after": after}

@@ -236,7 +236,7 @@ def api_server(kubeconfig: t.Any = None, context: str | None = None, host: str |
             path = (
                 kubeconfig or os.environ.get("K8S_AUTH_KUBECONFIG") or os.environ.get("KUBECONFIG") or "~/.kube/config"
             )
-            with open(os.path.expanduser(str(path).split(os.pathsep)[0]), encoding="utf-8") as handle:
+            with open(os.path.expanduser(str(path).split(os.pathsep, maxsplit=1)[0]), encoding="utf-8") as handle:
                 config = yaml.safe_load(handle) or {}
         name = context or os.environ.get("K8S_AUTH_CONTEXT") or config.get("current-context")
         cluster = next(c["context"]["cluster"] for c in config.get("contexts") or [] if c.get("name") == name)

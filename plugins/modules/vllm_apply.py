@@ -13,9 +13,9 @@ module: vllm_apply
 short_description: Apply (or remove) the objects of one or more steps, explain refusals in one line, wait for them
 version_added: 0.2.0
 description:
-  - The collection's one apply path. Runs in the controller (an action plugin): one kubernetes client for all
+  - "The collection's one apply path. Runs in the controller (an action plugin): one kubernetes client for all
     steps and their waits, no module process per step. The roles call it once per step; deploy.yml and
-    teardown.yml call it once for several steps.
+    teardown.yml call it once for several steps."
   - Each step's objects are server-side applied in order under the field manager C(llmops-vllm); each object is
     read first, so the result says C(created), C(configured) or C(unchanged), and C(--diff) shows the fields that
     change, one entry per object (a Secret's values never).
@@ -28,7 +28,7 @@ description:
     Volume objects (PersistentVolume, claim) are never replaced."
   - When a step's O(steps[].wait) is given and the apply left its Jobs or Deployments on their way, waits for them
     with the same one-line diagnoses as M(llmops.vllm.vllm_wait), and returns the download Jobs' manifests.
-  - Every request has a deadline (O(api_timeout) per step): an API server that accepts connections and never
+  - Every request has a deadline (O(api_timeout) per step); an API server that accepts connections and never
     answers ends the step in one line naming the server, never hangs it.
 author:
   - llmops.vllm maintainers (@llmops-vllm)
@@ -134,7 +134,7 @@ options:
     suboptions:
       gpu_node_label:
         description:
-          - Refuse when no node has this label (C(key=value)); return the nodes in RV(cluster.gpu_nodes).
+          - Refuse when no node has this label (C(key=value)); return the nodes in RV(cluster).
         type: str
       gpus_per_pod:
         description: Refuse when no node with O(cluster_checks.gpu_node_label) has this many allocatable GPUs.
@@ -184,8 +184,9 @@ cluster:
   type: dict
 reason:
   description:
-    - Why it failed, one word: C(conflict), C(immutable), C(invalid), C(api_error), C(api_unreachable),
-      C(api_timeout), C(no_gpu_nodes), C(gpus_exceed_nodes), C(no_csi_driver), or a reason of M(llmops.vllm.vllm_wait).
+    - "Why it failed, one word: C(conflict), C(immutable), C(invalid), C(api_error), C(api_unreachable),
+      C(api_timeout), C(api_config), C(no_gpu_nodes), C(gpus_exceed_nodes), C(no_csi_driver), C(replace_stuck),
+      C(delete_stuck), or a reason of M(llmops.vllm.vllm_wait)."
   returned: failure
   type: str
 """
