@@ -637,3 +637,12 @@ def test_check_mode_with_a_token_on_a_new_namespace_reports_the_secret(kubectl, 
     assert recap(proc)["failed"] == 0
     assert "hf_not_a_real_token" not in proc.stdout + proc.stderr
     assert not kubectl.exists("namespace", ns)
+
+
+def test_vllm_kubeconfig_reaches_every_step_through_module_defaults(kubectl, kubeconfig, base_vars, tmp_path):
+    """deploy.yml's module_defaults (group/llmops.vllm.vllm) hand vllm_kubeconfig to vllm_apply, an action plugin,
+    as to the modules: with KUBECONFIG pointing nowhere the run still reaches the cluster it names."""
+    nowhere = str(tmp_path / "no-such-kubeconfig")
+    proc = run_playbook("deploy.yml", nowhere, {**base_vars, "vllm_kubeconfig": kubeconfig})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert kubectl.exists("-n", base_vars["vllm_namespace"], "deployment", "mistral")
