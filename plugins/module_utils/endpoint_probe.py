@@ -63,6 +63,7 @@ REASONS = (
     "no_tool_call",  # a well-formed answer without a tool call
     "no_metrics_endpoint",  # GET /metrics is 404: the server exposes no Prometheus metrics
     "malformed_response",  # an answer does not have the documented shape
+    "redirect",  # a redirect that loops (or has no Location): the URL is not the server's own
     "http_error",  # any other unexpected HTTP status
     "not_run",  # an earlier failure made this check impossible
 )
@@ -370,6 +371,16 @@ class _Client:
         try:
             return self._opener.open(request, timeout=timeout)
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                # urllib follows redirects; one it gives up on loops (10 hops or a repeat) or has no Location.
+                where = exc.headers.get("Location") if exc.headers else None
+                raise ProbeError(
+                    "redirect",
+                    f"{method} {path} at {_host_port(self.target.base_url)} answers {exc.code} and the redirects "
+                    f"{'loop (last to ' + where[:200] + ')' if where else 'give no Location'}: a proxy or ingress in "
+                    "front of vLLM redirects (often http to https, or a login page); probe the server's own URL",
+                    status=exc.code,
+                ) from None
             return exc
         except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
             raise self.transport_error(exc, method, path, timeout) from exc

@@ -96,8 +96,11 @@ def _condition(obj: t.Mapping[str, t.Any], kind: str) -> str | None:
 
 
 def settled(obj: t.Mapping[str, t.Any]) -> bool:
-    """Whether a Job is Complete / a Deployment rolled out and Available, from the object the apply returned."""
+    """Whether a Job is Complete, a Deployment rolled out and Available, a claim Bound (a claim that binds on first
+    consumer is judged by the wait), from the object the apply returned."""
     kind, status = obj.get("kind"), obj.get("status") or {}
+    if kind == "PersistentVolumeClaim":
+        return status.get("phase") == "Bound"
     if kind == "Job":
         return _condition(obj, "Complete") == "True"
     if kind == "Deployment":

@@ -71,7 +71,9 @@ options:
         elements: dict
         default: []
       wait:
-        description: Wait until the step's Jobs are Complete and Deployments Available, when the apply left any not so.
+        description:
+          - Wait until the step's claims are Bound, Jobs Complete and Deployments Available, when the apply left any
+            not so.
         type: dict
         suboptions:
           namespace:
@@ -172,7 +174,7 @@ steps:
   description:
     - One entry per step run, with C(what), C(changed), C(objects) (each C(object) C(Kind/name), C(namespace),
       C(action) C(created), C(configured), C(unchanged), C(replaced), C(deleted) or C(absent)), C(unsettled) (the
-      Jobs and Deployments still on their way after the apply), C(diff) (changed objects; a configured one with
+      claims, Jobs and Deployments still on their way after the apply), C(diff) (changed objects; a configured one with
       the fields C(before) and C(after)), C(replaced) and C(message) when the replace path ran, and after a wait
       C(waited) and C(manifests) (each completed download Job's manifest).
   returned: always

@@ -352,6 +352,10 @@ PREFLIGHT_CASES = {
         {"vllm_server_gpu_node_label": "llmops.test/no-such-gpu-label=true"},
         "no node has the label llmops.test/no-such-gpu-label=true and no node pool is requested",
     ),
+    "invalid-token-secret-name": (
+        {"model_download_hf_token_secret": "HF_Token"},
+        "model_download_hf_token_secret is not a valid Kubernetes name",
+    ),
     "more-gpus-than-any-node-has": (
         {"vllm_models": [{"name": "mistral", "gpus": 16, "engine_args": {"tensor-parallel-size": 16}}]},
         "a server needs 16 GPUs in one pod but the largest GPU node",

@@ -645,3 +645,24 @@ def test_binary_garbage_is_described_not_echoed() -> None:
         assert len(entry["error"]) < 100
     finally:
         stop.set()
+
+
+def test_a_redirect_loop_is_named_not_reported_as_a_bare_302() -> None:
+    """A proxy in front of the server that redirects to itself: urllib gives up after its hops; the probe says so."""
+
+    def answer(conn, request, stop):
+        path = request.split(" ")[1] if " " in request else "/"
+        conn.sendall(
+            f"HTTP/1.1 302 Found\r\nLocation: {path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
+        )
+        conn.close()
+
+    url, stop = raw_server(answer)
+    try:
+        result = run(url, model=DEFAULT_MODEL, checks=("health",))
+        assert_failed(
+            result, "health", "redirect", "GET /health", "answers 302 and the redirects loop (last to /health)"
+        )
+        assert "\n" not in result["msg"]
+    finally:
+        stop.set()

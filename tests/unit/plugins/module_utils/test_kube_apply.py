@@ -128,6 +128,8 @@ def test_settled_means_complete_jobs_and_rolled_out_available_deployments():
     # A new generation the controller has not seen yet is on its way, whatever the old status says.
     assert not ka.settled({**rolled, "metadata": {"generation": 3}})
     assert ka.settled({"kind": "Service"})
+    assert ka.settled({"kind": "PersistentVolumeClaim", "status": {"phase": "Bound"}})
+    assert not ka.settled({"kind": "PersistentVolumeClaim", "status": {"phase": "Pending"}})
 
 
 def test_a_diff_shows_the_changed_fields_and_never_a_secrets_values():
