@@ -34,6 +34,7 @@ import typing as t
 from datetime import datetime
 
 from ansible_collections.llmops.vllm.plugins.module_utils.model_stage import manifest_from_log
+from ansible_collections.llmops.vllm.plugins.module_utils.sizing import format_bytes, parse_quantity
 
 # Machine-readable reasons a Finding can carry.
 REASONS = (
@@ -162,43 +163,9 @@ class Finding:
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def parse_quantity(value: t.Any) -> float:
-    """A Kubernetes quantity (``32Gi``, ``500m``, ``1e3``, ``4``) as a float in base units."""
-    if value is None:
-        return 0.0
-    if isinstance(value, (int, float)):
-        return float(value)
-    text = str(value).strip()
-    suffixes = {
-        "Ki": 1024,
-        "Mi": 1024**2,
-        "Gi": 1024**3,
-        "Ti": 1024**4,
-        "Pi": 1024**5,
-        "Ei": 1024**6,
-        "n": 1e-9,
-        "u": 1e-6,
-        "m": 1e-3,
-        "k": 1e3,
-        "M": 1e6,
-        "G": 1e9,
-        "T": 1e12,
-        "P": 1e15,
-        "E": 1e18,
-    }
-    for suffix in sorted(suffixes, key=len, reverse=True):
-        if text.endswith(suffix) and not re.fullmatch(r"[0-9.]+[eE][0-9]+", text):
-            return float(text[: -len(suffix)]) * suffixes[suffix]
-    return float(text)
-
-
-def format_bytes(value: float) -> str:
-    """Bytes the way a manifest would say them: ``20Gi``, ``1.5Gi``, ``512Mi``."""
-    for unit, size in (("Ti", 1024**4), ("Gi", _GI), ("Mi", 1024**2), ("Ki", 1024)):
-        if abs(value) >= size:
-            amount = value / size
-            return f"{amount:.0f}{unit}" if amount == int(amount) else f"{amount:.1f}{unit}"
-    return f"{value:.0f}"
+def _quantity(value: t.Any) -> float:
+    """A quantity from the API in base units; an absent one (None) is 0."""
+    return 0.0 if value is None else parse_quantity(value)
 
 
 def _format_amount(resource: str, value: float) -> str:
@@ -1038,13 +1005,13 @@ def _oom_finding(idx: _Index, pod: dict, kind: str, status: dict, term: dict) ->
     """OOMKilled, with the tmpfs arithmetic: Memory emptyDir pages are charged to the pod's memory cgroup."""
     pod_name, container = _name(pod), status.get("name", "")
     spec = _container_spec(pod, container)
-    limit = parse_quantity(_get(spec, "resources", "limits", "memory")) or None
+    limit = _quantity(_get(spec, "resources", "limits", "memory")) or None
     pod_limit = _pod_memory_limit(pod)
     ram_volumes = []
     for vol in _get(pod, "spec", "volumes", default=[]):
         if _get(vol, "emptyDir", "medium") == "Memory":
             size = _get(vol, "emptyDir", "sizeLimit")
-            ram_volumes.append({"name": vol.get("name"), "sizeLimit": size, "bytes": parse_quantity(size) or None})
+            ram_volumes.append({"name": vol.get("name"), "sizeLimit": size, "bytes": _quantity(size) or None})
     tmpfs = sum(v["bytes"] or 0 for v in ram_volumes)
     unbounded = [v["name"] for v in ram_volumes if not v["bytes"]]
     swap = _swap_space_bytes(spec)
@@ -1109,7 +1076,7 @@ def _pod_memory_limit(pod: dict) -> float | None:
         limit = _get(spec, "resources", "limits", "memory")
         if not limit:
             return None
-        total += parse_quantity(limit)
+        total += _quantity(limit)
     return total or None
 
 
@@ -1142,7 +1109,7 @@ def _pod_requests(pod: dict) -> dict[str, float]:
         res = spec.get("resources") or {}
         merged = dict(res.get("limits") or {})
         merged.update(res.get("requests") or {})
-        return {k: parse_quantity(v) for k, v in merged.items()}
+        return {k: _quantity(v) for k, v in merged.items()}
 
     total: dict[str, float] = {}
     for spec in _get(pod, "spec", "containers", default=[]):
@@ -1159,7 +1126,7 @@ def _pod_requests(pod: dict) -> dict[str, float]:
     for key, value in sidecars.items():
         total[key] = total.get(key, 0.0) + value
     for key, value in (_get(pod, "spec", "overhead") or {}).items():
-        total[key] = total.get(key, 0.0) + parse_quantity(value)
+        total[key] = total.get(key, 0.0) + _quantity(value)
     return {k: v for k, v in total.items() if v > 0}
 
 
@@ -1243,7 +1210,7 @@ def _nodepool_may_fit(pod: dict, pool: dict, requests: dict[str, float]) -> bool
         elif key not in _KARPENTER_WELL_KNOWN and not key.startswith(_KARPENTER_PREFIXES):
             return False  # Karpenter cannot put an unknown label on a node
     for resource, limit in (_get(pool, "spec", "limits") or {}).items():
-        if resource in requests and requests[resource] > parse_quantity(limit):
+        if resource in requests and requests[resource] > _quantity(limit):
             return False
     return True
 
@@ -1277,7 +1244,7 @@ def _diagnose_unschedulable(idx: _Index, pod: dict, cond: dict) -> Finding | Non
     fitting = []
     shortfall: dict[str, tuple[float, str]] = {}
     for node in idx.nodes:
-        allocatable = {k: parse_quantity(v) for k, v in (_get(node, "status", "allocatable") or {}).items()}
+        allocatable = {k: _quantity(v) for k, v in (_get(node, "status", "allocatable") or {}).items()}
         short = [r for r, amount in requests.items() if allocatable.get(r, 0.0) < amount]
         if short:
             for r in short:
