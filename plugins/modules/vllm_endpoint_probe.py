@@ -435,7 +435,7 @@ reason:
       server's 400 naming the model; the checks that need the model are then C(not_run)), C(model_ambiguous),
       C(tool_calling_disabled) (the server refuses the tool choice, without C(--enable-auto-tool-choice) or
       C(--tool-call-parser)), C(no_tool_call) (a well-formed answer without a tool call), C(no_metrics_endpoint)
-      (C(/metrics) is 404), C(malformed_response), C(redirect) (redirects that loop or lack a Location: a proxy in
+      (C(/metrics) is 404), C(malformed_response), C(redirect) (redirects that loop or lack a Location, from a proxy in
       front of the server), C(http_error) (any other status);
       before any request, C(invalid_option), C(missing_library) or C(kubeconfig_error).
   returned: failure
