@@ -130,3 +130,42 @@ def test_the_cluster_checks_before_the_first_apply_are_bounded_too(tmp_path, bla
         f"checking the cluster: the Kubernetes API server https://127.0.0.1:{blackhole} gave no answer within 3 s "
         "(vllm_api_timeout)"
     )
+
+
+STEPS = {
+    "storage": "applying the model volume",
+    "model_download": "applying the staging engine and the download Jobs",
+    "vllm_server": "applying the servers, Services and their companions",
+    "gpu_nodepool": "applying the GPU node pool",
+}
+
+
+@pytest.mark.parametrize("role", sorted(STEPS))
+def test_every_steps_apply_fails_in_one_line_when_the_api_server_is_gone(tmp_path, role):
+    """Each role's apply entry point, on its own, against an API server that is not there: a failed task naming the
+    step and the server, never a green run."""
+    port = closed_port()
+    prepares = [
+        {"ansible.builtin.import_role": {"name": f"llmops.vllm.{r}", "tasks_from": "prepare"}}
+        for r in ("vllm_server", "storage", "model_download", "gpu_nodepool")
+    ]
+    play = {
+        "hosts": "localhost",
+        "connection": "local",
+        "gather_facts": False,
+        "vars": {**LOOKUPS_OFF, "gpu_nodepool_enabled": True, "gpu_nodepool_mode": "auto_mode"},
+        "tasks": [*prepares, {"ansible.builtin.import_role": {"name": f"llmops.vllm.{role}", "tasks_from": "apply"}}],
+    }
+    book = tmp_path / "step.yml"
+    book.write_text(yaml.safe_dump([play]))
+    kubeconfig = kubeconfig_for(tmp_path / "kubeconfig", port)
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "K8S_AUTH_KUBECONFIG": str(kubeconfig)}
+    proc = subprocess.run(
+        [str(BIN / "ansible-playbook"), str(book)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert fatal_messages(proc.stdout) == [
+        f"{STEPS[role]}: no answer from the Kubernetes API server https://127.0.0.1:{port} (unreachable, refused or "
+        "too slow), so nothing of this step was applied; check that the cluster is up and that the kubeconfig and "
+        "context point at it, then run again"
+    ]
