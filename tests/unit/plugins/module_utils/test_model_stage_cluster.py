@@ -129,3 +129,16 @@ def test_manifest_is_read_back_from_what_the_cli_prints() -> None:
 )
 def test_no_manifest_line_gives_none(lines: list[str]) -> None:
     assert ms.manifest_from_log(lines) is None
+
+
+def test_the_cluster_modes_defaults_are_the_model_download_roles():
+    """vllm_model_stage's cluster mode makes the Job deploy makes for the same model: its defaults are the role's
+    (model_download_<key>), kept equal here rather than by hand."""
+    from pathlib import Path
+
+    import yaml
+
+    defaults_file = Path(md.__file__).resolve().parents[2] / "roles" / "model_download" / "defaults" / "main.yml"
+    role = yaml.safe_load(defaults_file.read_text())
+    assert {key: role[f"model_download_{key}"] for key in md.DEFAULTS} == md.DEFAULTS
+    assert role["model_download_wait_timeout"] == md.DEFAULT_TIMEOUT
