@@ -201,19 +201,21 @@ class Step:
                 self._replace([o for o, _f in replace])
                 for obj, _f in replace:
                     live[id(obj)] = None
+        replaced = {id(o) for o, _f in replace}
         for obj in self.objects:
             before = live[id(obj)]
-            if id(obj) in absent:
-                self._record(obj, "created")
+            if id(obj) in absent or (check and id(obj) in replaced):
+                # Nothing to dry-run against: a namespace still to be created, or an object still to be deleted.
+                self._record(obj, "replaced" if id(obj) in replaced else "created")
                 continue
             try:
                 after = self.kube.apply(obj, force=force, dry_run=check)
             except ApiError as exc:
                 raise explain(exc, obj) from None
-            if before is None:
-                self._record(obj, "created")
-            elif any(o is obj for o, _f in replace):
+            if id(obj) in replaced:
                 self._record(obj, "replaced")
+            elif before is None:
+                self._record(obj, "created")
             elif denoise(before) == denoise(after):
                 self._record(obj, "unchanged")
             else:

@@ -370,6 +370,11 @@ def test_changed_completed_job_template_takes_the_documented_replace_path(kubect
     """A completed Job's pod template is immutable: a new model revision replaces the Job, never the model."""
     ns = deployed_ns
     old_uid = kubectl.json("-n", ns, "get", "job", "model-download")["metadata"]["uid"]
+    # --check says so and deletes nothing (it used to dry-run the immutable change and fail).
+    checked = run_playbook("deploy.yml", kubeconfig, deploy_vars(ns, vllm_server_hf_revision="refs/pr/1"), "--check")
+    assert checked.returncode == 0, checked.stdout[-3000:]
+    assert "replacing Job model-download (spec.template changed)" in checked.stdout + checked.stderr
+    assert kubectl.json("-n", ns, "get", "job", "model-download")["metadata"]["uid"] == old_uid
     proc = run_playbook("deploy.yml", kubeconfig, deploy_vars(ns, vllm_server_hf_revision="refs/pr/1"))
     assert proc.returncode == 0, proc.stdout[-3000:]
     # Said as a warning (stderr): the replace path deletes and creates again.
