@@ -546,11 +546,16 @@ def main_cluster(module: AnsibleK8SModule) -> None:
     except DownloadInputError as err:
         module.fail_json(msg=str(err), reason="bad_input")
     module.requires("kubernetes")
-    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+    from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
     from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
+    from ansible_collections.llmops.vllm.plugins.module_utils.kube_apply import unavailable
+    from ansible_collections.llmops.vllm.plugins.module_utils.kube_client import ApiUnavailable, connect
 
     try:
-        dynamic = get_api_client(module).client
+        # Bounded: making kubernetes.core's client may ask the server its version, without a timeout of its own.
+        dynamic = connect({k: module.params.get(k) for k in AUTH_ARG_SPEC}, 60).dynamic
+    except ApiUnavailable as exc:
+        module.fail_json(msg=unavailable(exc, "applying the download Job"), reason="api_unreachable")
     except CoreException as exc:
         module.fail_json(msg=f"cannot reach the Kubernetes API: {exc}", reason="api_unreachable")
     try:

@@ -212,10 +212,10 @@ import copy
 
 from ansible_collections.kubernetes.core.plugins.module_utils.ansiblemodule import AnsibleModule
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import DeploymentWatch, Settings
+from ansible_collections.llmops.vllm.plugins.module_utils.kube_client import ApiUnavailable, connect
 
 
 def argspec() -> dict:
@@ -244,7 +244,15 @@ def main() -> None:
     if not (params["deployments"] or params["jobs"] or params["pvcs"] or params["label_selector"]):
         module.fail_json(msg="nothing to watch: give deployments, jobs, pvcs or label_selector")
     try:
-        api_client = get_api_client(module).client.client
+        # Bounded: making kubernetes.core's client may ask the server its version, without a timeout of its own.
+        api_client = connect({k: params.get(k) for k in AUTH_ARG_SPEC}, min(60, max(params["timeout"], 1))).api_client
+    except ApiUnavailable as exc:
+        at = f" {exc.server}" if exc.server else ""
+        module.fail_json(
+            msg=f"cannot reach the Kubernetes API server{at} ({'no answer in time' if exc.timed_out else exc}): check "
+            "that the cluster is up and that the kubeconfig and context point at it",
+            reason="api_unreachable",
+        )
     except CoreException as exc:
         module.fail_json(msg=f"cannot reach the Kubernetes API: {exc}", reason="api_unreachable")
     settings = Settings(

@@ -175,3 +175,24 @@ def test_every_steps_apply_fails_in_one_line_when_the_api_server_is_gone(tmp_pat
         "too slow), so nothing of this step was applied; check that the cluster is up and that the kubeconfig and "
         "context point at it, then run again"
     ]
+
+
+def test_vllm_wait_against_a_server_that_never_answers_stops_within_its_timeout(tmp_path, blackhole):
+    """kubernetes.core's client asks a server it has not seen for its version, without a timeout; vllm_wait bounds
+    that by its own timeout instead of hanging."""
+    kubeconfig = kubeconfig_for(tmp_path / "kubeconfig", blackhole)
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "K8S_AUTH_KUBECONFIG": str(kubeconfig)}
+    args = json.dumps({"namespace": "x", "deployments": ["mistral"], "timeout": 3})
+    start = time.monotonic()
+    proc = subprocess.run(
+        [str(BIN / "ansible"), "localhost", "-m", "llmops.vllm.vllm_wait", "-a", args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert time.monotonic() - start < 60
+    assert f"cannot reach the Kubernetes API server https://127.0.0.1:{blackhole} (no answer in time)" in proc.stdout
