@@ -44,19 +44,19 @@ def kubeconfig_for(path: Path, port: int) -> Path:
     return path
 
 
-def deploy(kubeconfig: Path, extra: dict, timeout: int = 300) -> tuple[subprocess.CompletedProcess, float]:
+def run_ansible(cmd: list[str], kubeconfig: Path, timeout: int = 300) -> tuple[subprocess.CompletedProcess, float]:
+    """An ansible command (path under the venv's bin) against ``kubeconfig``; the process and its seconds."""
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "K8S_AUTH_KUBECONFIG": str(kubeconfig)}
     start = time.monotonic()
     proc = subprocess.run(
-        [str(BIN / "ansible-playbook"), str(ROOT / "playbooks" / "deploy.yml"), "-e", json.dumps(extra)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=timeout,
-        check=False,
+        [str(BIN / cmd[0]), *cmd[1:]], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout, check=False
     )
     return proc, time.monotonic() - start
+
+
+def deploy(kubeconfig: Path, extra: dict, timeout: int = 300) -> tuple[subprocess.CompletedProcess, float]:
+    playbook = str(ROOT / "playbooks" / "deploy.yml")
+    return run_ansible(["ansible-playbook", playbook, "-e", json.dumps(extra)], kubeconfig, timeout=timeout)
 
 
 def fatal_messages(stdout: str) -> list[str]:
@@ -158,17 +158,7 @@ def test_every_steps_apply_fails_in_one_line_when_the_api_server_is_gone(tmp_pat
     }
     book = tmp_path / "step.yml"
     book.write_text(yaml.safe_dump([play]))
-    kubeconfig = kubeconfig_for(tmp_path / "kubeconfig", port)
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "K8S_AUTH_KUBECONFIG": str(kubeconfig)}
-    proc = subprocess.run(
-        [str(BIN / "ansible-playbook"), str(book)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-        check=False,
-    )
+    proc, _seconds = run_ansible(["ansible-playbook", str(book)], kubeconfig_for(tmp_path / "kubeconfig", port))
     assert proc.returncode != 0, proc.stdout[-3000:]
     assert fatal_messages(proc.stdout) == [
         f"{STEPS[role]}: no answer from the Kubernetes API server https://127.0.0.1:{port} (unreachable, refused or "
@@ -180,19 +170,9 @@ def test_every_steps_apply_fails_in_one_line_when_the_api_server_is_gone(tmp_pat
 def test_vllm_wait_against_a_server_that_never_answers_stops_within_its_timeout(tmp_path, blackhole):
     """kubernetes.core's client asks a server it has not seen for its version, without a timeout; vllm_wait bounds
     that by its own timeout instead of hanging."""
-    kubeconfig = kubeconfig_for(tmp_path / "kubeconfig", blackhole)
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "K8S_AUTH_KUBECONFIG": str(kubeconfig)}
     args = json.dumps({"namespace": "x", "deployments": ["mistral"], "timeout": 3})
-    start = time.monotonic()
-    proc = subprocess.run(
-        [str(BIN / "ansible"), "localhost", "-m", "llmops.vllm.vllm_wait", "-a", args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
+    cmd = ["ansible", "localhost", "-m", "llmops.vllm.vllm_wait", "-a", args]
+    proc, seconds = run_ansible(cmd, kubeconfig_for(tmp_path / "kubeconfig", blackhole), timeout=120)
     assert proc.returncode != 0, proc.stdout[-3000:]
-    assert time.monotonic() - start < 60
+    assert seconds < 60
     assert f"cannot reach the Kubernetes API server https://127.0.0.1:{blackhole} (no answer in time)" in proc.stdout
