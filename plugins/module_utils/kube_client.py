@@ -91,8 +91,10 @@ class Kube:
         query: list[tuple[str, t.Any]] | None = None,
         content_type: str | None = None,
         missing_ok: bool = False,
-    ) -> dict[str, t.Any] | None:
-        """One request; the answer as a dict, ``None`` for 404 when ``missing_ok``. Raises ApiError/ApiUnavailable."""
+        text: bool = False,
+    ) -> t.Any:
+        """One request; the answer as a dict (as a str with ``text``, e.g. a log), ``None`` for 404 when
+        ``missing_ok``. Raises ApiError/ApiUnavailable."""
         from kubernetes.client.exceptions import ApiException
         from kubernetes.dynamic.exceptions import DynamicApiError
 
@@ -116,6 +118,8 @@ class Kube:
             raise _status_error(exc) from None
         except Exception as exc:  # noqa: BLE001 - urllib3/ssl/socket: the transport failed, one line
             raise self._unavailable(_cause(exc), _timed_out(exc) or self.clock() >= self.deadline) from None
+        if text:
+            return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data or "")
         return json.loads(data) if data else {}
 
     def _unavailable(self, cause: str, timed_out: bool) -> ApiUnavailable:
@@ -162,9 +166,15 @@ class Kube:
         return self.request("GET", self.object_path(obj), missing_ok=True)
 
     def list(
-        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> list[dict[str, t.Any]]:
         query = [("labelSelector", label_selector)] if label_selector else []
+        query += [("fieldSelector", field_selector)] if field_selector else []
         listing = self.request("GET", self.path(api_version, kind, namespace=namespace), query=query) or {}
         return listing.get("items") or []
 
@@ -219,6 +229,15 @@ def connect(auth: t.Mapping[str, t.Any], timeout: float) -> Kube:
             raise ApiUnavailable(_cause(exc), _timed_out(exc), server, timeout) from None
         raise exc
     return Kube(made["client"], timeout=timeout)
+
+
+def unreachable(exc: ApiUnavailable) -> str:
+    """The one line for a module that only reads when the API server does not answer."""
+    at = f" {exc.server}" if exc.server else ""
+    return (
+        f"cannot reach the Kubernetes API server{at} ({'no answer in time' if exc.timed_out else exc}): check "
+        "that the cluster is up and that the kubeconfig and context point at it"
+    )
 
 
 def api_server(kubeconfig: t.Any = None, context: str | None = None, host: str | None = None) -> str | None:

@@ -49,6 +49,9 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = ".llmops-manifest.json"
 # The CLI's last line on stdout: this prefix, then the manifest as one JSON object.
 MANIFEST_PREFIX = "MANIFEST "
+# What one run did (bytes moved, time, rate): a line on stderr just before the manifest (stdout keeps to file names
+# and the manifest). The start-up timeline reads it from the init container's and the download Job's logs.
+RESULT_PREFIX = "RESULT "
 PARTIAL_DIR = ".partial"
 HF_ENDPOINT = "https://huggingface.co"
 
@@ -2054,21 +2057,44 @@ def _print_manifest(manifest: Mapping[str, Any], out: IO[str]) -> None:
     out.flush()
 
 
+def run_summary(command: str, result: Mapping[str, Any]) -> dict[str, Any]:
+    """What one run of ``command`` did, as its RESULT line carries it."""
+    return {
+        "command": command,
+        "changed": bool(result["changed"]),
+        "bytes": int(result["bytes_copied"]),
+        "elapsed_ms": result["elapsed_ms"],
+        "throughput_bytes_per_s": int(result["throughput_bytes_per_s"]),
+        "copied_files": len(result["copied_files"]),
+        "reused_files": len(result["reused_files"]),
+    }
+
+
+def _last_json_line(lines: Iterable[str], prefix: str) -> dict[str, Any] | None:
+    for line in reversed(list(lines)):
+        line = line.rstrip("\r\n")
+        if not line.startswith(prefix):
+            continue
+        try:
+            found = json.loads(line[len(prefix) :])
+        except ValueError:
+            return None
+        return found if isinstance(found, dict) else None
+    return None
+
+
+def result_from_log(lines: Iterable[str]) -> dict[str, Any] | None:
+    """The run summary the CLI printed (``RESULT {...}``), from its output; ``None`` when there is none (an
+    engine older than the line, a cut-off log)."""
+    return _last_json_line(lines, RESULT_PREFIX)
+
+
 def manifest_from_log(lines: Iterable[str]) -> dict[str, Any] | None:
     """The manifest the CLI printed, from its output (a container log): the last ``MANIFEST {...}`` line.
 
     ``None`` when there is no such line or the last one is not a whole JSON object (a cut-off log).
     """
-    for line in reversed(list(lines)):
-        line = line.rstrip("\r\n")
-        if not line.startswith(MANIFEST_PREFIX):
-            continue
-        try:
-            manifest = json.loads(line[len(MANIFEST_PREFIX) :])
-        except ValueError:
-            return None
-        return manifest if isinstance(manifest, dict) else None
-    return None
+    return _last_json_line(lines, MANIFEST_PREFIX)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -2172,6 +2198,7 @@ def main(argv: list[str] | None = None, stdout: IO[str] | None = None, stderr: I
             )
             if not result["changed"]:
                 err_stream.write(f"download: {result['dest']} already holds a verified copy; nothing downloaded\n")
+        err_stream.write(RESULT_PREFIX + json.dumps(run_summary(args.command, result), sort_keys=True) + "\n")
         err_stream.flush()
         _print_manifest(result["manifest"], out)
         return 0

@@ -82,6 +82,14 @@ def format_bytes(value: float) -> str:
     return f"{value:.0f}"
 
 
+def format_si_bytes(value: float) -> str:
+    """Bytes in the decimal units of transfer sizes and rates: ``14.5 GB``, ``96 MB``, ``512 kB``."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value:.0f} B"
+
+
 def ceil_gi(value: float) -> str:
     """The smallest whole number of GiB that holds ``value`` bytes, as a quantity (``14Gi``)."""
     return f"{max(1, math.ceil(value / _BINARY['Gi']))}Gi"

@@ -215,7 +215,7 @@ from ansible_collections.kubernetes.core.plugins.module_utils.args_common import
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import DeploymentWatch, Settings
-from ansible_collections.llmops.vllm.plugins.module_utils.kube_client import ApiUnavailable, connect
+from ansible_collections.llmops.vllm.plugins.module_utils.kube_client import ApiUnavailable, connect, unreachable
 
 
 def argspec() -> dict:
@@ -247,12 +247,7 @@ def main() -> None:
         # Bounded: making kubernetes.core's client may ask the server its version, without a timeout of its own.
         api_client = connect({k: params.get(k) for k in AUTH_ARG_SPEC}, min(60, max(params["timeout"], 1))).api_client
     except ApiUnavailable as exc:
-        at = f" {exc.server}" if exc.server else ""
-        module.fail_json(
-            msg=f"cannot reach the Kubernetes API server{at} ({'no answer in time' if exc.timed_out else exc}): check "
-            "that the cluster is up and that the kubeconfig and context point at it",
-            reason="api_unreachable",
-        )
+        module.fail_json(msg=unreachable(exc), reason="api_unreachable")
     except CoreException as exc:
         module.fail_json(msg=f"cannot reach the Kubernetes API: {exc}", reason="api_unreachable")
     settings = Settings(

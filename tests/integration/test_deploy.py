@@ -650,3 +650,16 @@ def test_vllm_kubeconfig_reaches_every_step_through_module_defaults(kubectl, kub
     proc = run_playbook("deploy.yml", nowhere, {**base_vars, "vllm_kubeconfig": kubeconfig})
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert kubectl.exists("-n", base_vars["vllm_namespace"], "deployment", "mistral")
+
+
+def test_deploy_proves_the_endpoints_when_asked(kubectl, kubeconfig, base_vars):
+    """deploy.yml probes every Service after the rollout: on kwok no server answers, so asking for the probe
+    (vllm_probe_enabled: true) fails the run at the probe with its one-line reason, after everything was applied."""
+    extra = {**base_vars, "vllm_probe_enabled": True, "vllm_probe_wait_timeout": 3}
+    proc = run_playbook("deploy.yml", kubeconfig, extra)
+    assert proc.returncode != 0
+    assert recap(proc)["failed"] == 1
+    failed_task = proc.stdout[: proc.stdout.index("failed: [localhost]")].rsplit("TASK [", 1)[1]
+    assert failed_task.startswith("Prove every endpoint serves]"), failed_task[:200]
+    assert "health: " in proc.stdout  # the probe's own one-line message
+    assert kubectl.exists("-n", base_vars["vllm_namespace"], "deployment", "mistral")

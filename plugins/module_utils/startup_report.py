@@ -1,0 +1,122 @@
+# Copyright (c) 2025, llmops.vllm maintainers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What the start-up timeline reads from the cluster, in a handful of requests: the server Deployments and their
+pods, the namespace's pod events (one list), the nodes the pods run on, Karpenter's NodeClaims when a node is
+Karpenter's, the tail of each staging and download log. The rows themselves come from startup_timeline.py."""
+
+from __future__ import annotations
+
+import typing as t
+
+from ansible_collections.llmops.vllm.plugins.module_utils.kube_client import ApiError, Kube
+from ansible_collections.llmops.vllm.plugins.module_utils.startup_timeline import job_timeline, pod_timeline, table
+
+MANAGED = "app.kubernetes.io/managed-by=llmops.vllm"
+SERVERS = "app.kubernetes.io/name=vllm," + MANAGED
+# Karpenter labels the nodes it makes with their NodePool (karpenter v1.8.0 pkg/apis/v1/labels.go NodePoolLabelKey).
+KARPENTER_NODEPOOL = "karpenter.sh/nodepool"
+JOB_CONTAINER = "model-download"
+
+
+def _name(obj: t.Mapping[str, t.Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
+
+
+def _selector(deployment: t.Mapping[str, t.Any]) -> str:
+    labels = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def _log(kube: Kube, namespace: str, pod: str, container: str, lines: int) -> list[str] | str:
+    """The last ``lines`` of a container's log, or why it cannot be read (a str: the pod or its log is gone)."""
+    path = f"/api/v1/namespaces/{namespace}/pods/{pod}/log"
+    try:
+        return kube.request("GET", path, query=[("container", container), ("tailLines", lines)], text=True).splitlines()
+    except ApiError as exc:
+        return exc.message
+
+
+def _load_strategy(pod: t.Mapping[str, t.Any], stage: str, server: str) -> str:
+    spec = pod.get("spec") or {}
+    if any(c.get("name") == stage for c in spec.get("initContainers") or []):
+        return "ram_copy"
+    args = next((c.get("args") or [] for c in spec.get("containers") or [] if c.get("name") == server), [])
+    return "runai_streamer" if any("runai_streamer" in str(a) for a in args) else "direct"
+
+
+def _nodeclaims(kube: Kube, nodes: dict[str, dict | None]) -> dict[str, dict]:
+    """NodeClaims by node name, asked only when a node is Karpenter's and the cluster serves NodeClaims."""
+    karpenter = [
+        n for n in nodes.values() if n and KARPENTER_NODEPOOL in ((n.get("metadata") or {}).get("labels") or {})
+    ]
+    if not karpenter or "NodeClaim" not in (kube.resources("karpenter.sh/v1") or {}):
+        return {}
+    claims = kube.list("karpenter.sh/v1", "NodeClaim")
+    return {(c.get("status") or {}).get("nodeName"): c for c in claims if (c.get("status") or {}).get("nodeName")}
+
+
+def _servers(kube: Kube, namespace: str, names: list[str]) -> list[dict]:
+    if names:
+        return [kube.request("GET", kube.path("apps/v1", "Deployment", name, namespace)) for name in names]
+    return sorted(kube.list("apps/v1", "Deployment", namespace, label_selector=SERVERS), key=_name)
+
+
+def _jobs(kube: Kube, namespace: str, names: list[str], lines: int) -> list[dict]:
+    if names:
+        found = [kube.request("GET", kube.path("batch/v1", "Job", name, namespace)) for name in names]
+    else:
+        found = sorted(kube.list("batch/v1", "Job", namespace, label_selector=MANAGED), key=_name)
+    reports = []
+    for job in found:
+        pods = kube.list("v1", "Pod", namespace, label_selector=f"batch.kubernetes.io/job-name={_name(job)}")
+        done = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"]
+        newest = max(done, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "", default=None)
+        log = _log(kube, namespace, _name(newest), JOB_CONTAINER, lines) if newest else "no succeeded pod left"
+        reports.append(job_timeline(job, log))
+    return reports
+
+
+def gather(kube: Kube, params: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """The report of module vllm_startup_report for its ``params``: pods, jobs, table, slowest."""
+    namespace, lines = params["namespace"], int(params["log_lines"])
+    stage, server = params["stage_container"], params["server_container"]
+    ttft = {str(k): float(v) for k, v in (params.get("first_token_ms") or {}).items() if v is not None}
+    jobs = _jobs(kube, namespace, list(params.get("jobs") or []), lines)
+    pods_of: list[tuple[str, dict]] = []
+    for deployment in _servers(kube, namespace, list(params.get("deployments") or [])):
+        pods = kube.list("v1", "Pod", namespace, label_selector=_selector(deployment))
+        live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+        pods_of += [(_name(deployment), p) for p in sorted(live, key=_name)]
+    events = kube.list("v1", "Event", namespace, field_selector="involvedObject.kind=Pod") if pods_of else []
+    nodes: dict[str, dict | None] = {}
+    for _deployment, pod in pods_of:
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node and node not in nodes:
+            nodes[node] = kube.request("GET", kube.path("v1", "Node", node), missing_ok=True)
+    try:
+        claims = _nodeclaims(kube, nodes)
+    except ApiError:  # e.g. no right to list NodeClaims: the node row says less
+        claims = {}
+    reports = []
+    for deployment, pod in pods_of:
+        node = (pod.get("spec") or {}).get("nodeName")
+        has_stage = any(c.get("name") == stage for c in (pod.get("spec") or {}).get("initContainers") or [])
+        report = pod_timeline(
+            pod,
+            events,
+            stage_log=_log(kube, namespace, _name(pod), stage, lines) if has_stage else None,
+            node=nodes.get(node) if node else None,
+            nodeclaim=claims.get(node),
+            ttft_ms=ttft.get(deployment),
+            containers=(stage, server),
+            load_strategy=_load_strategy(pod, stage, server),
+        )
+        reports.append({"deployment": deployment, **report})
+    ranked = [dict(r["slowest"], pod=r["pod"]) for r in reports if r["slowest"]]
+    return {
+        "pods": reports,
+        "jobs": jobs,
+        "table": table(reports, jobs),
+        "slowest": max(ranked, key=lambda s: s["seconds"], default=None),
+    }
