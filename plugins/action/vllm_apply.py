@@ -59,6 +59,8 @@ class ActionModule(ActionBase):
                     failed = _wait(kube, spec["wait"], done)
                     if failed:
                         return dict(result, failed=True, **failed)
+                if spec["wait"] and spec["wait"]["report"] and not check:
+                    done["startup"] = _startup(kube, spec["wait"], result)
         except Refused as exc:
             return dict(result, failed=True, reason=exc.reason, msg=f"{what}: {exc}")
         except ApiUnavailable as exc:
@@ -144,6 +146,18 @@ def _wait(kube: Kube, wait: t.Mapping[str, t.Any], done: dict[str, t.Any]) -> di
         if state.get("done")
     }
     return None
+
+
+def _startup(kube: Kube, wait: t.Mapping[str, t.Any], result: dict[str, t.Any]) -> dict[str, t.Any]:
+    """Where the start-up time of the waited Deployments and Jobs went; a refused read is a warning."""
+    from ansible_collections.llmops.vllm.plugins.module_utils.startup_report import gather
+
+    kube.restart_deadline()
+    try:
+        return gather(kube, wait["namespace"], deployments=wait["deployments"], jobs=wait["jobs"])
+    except ApiError as exc:
+        result.setdefault("warnings", []).append(f"start-up report in {wait['namespace']}: {exc.message}")
+        return {"pods": [], "jobs": [], "table": [], "slowest": None}
 
 
 def _diff(entry: t.Mapping[str, t.Any]) -> dict[str, str]:

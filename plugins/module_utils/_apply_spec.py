@@ -20,6 +20,7 @@ WAIT_SPEC = {
     "timeout": {"type": "int", "default": 1800},
     "startup_budget": {"type": "int", "default": 900},
     "poll_interval": {"type": "float", "default": 0.5},
+    "report": {"type": "bool", "default": False},
 }
 STEP_SPEC = {
     "what": {"type": "str", "required": True},

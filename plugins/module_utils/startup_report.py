@@ -10,7 +10,7 @@ from __future__ import annotations
 import typing as t
 
 from ansible_collections.llmops.vllm.plugins.module_utils.kube_client import ApiError, Kube
-from ansible_collections.llmops.vllm.plugins.module_utils.startup_timeline import job_timeline, pod_timeline, table
+from ansible_collections.llmops.vllm.plugins.module_utils.startup_timeline import job_timeline, pod_timeline, summary
 
 MANAGED = "app.kubernetes.io/managed-by=llmops.vllm"
 SERVERS = "app.kubernetes.io/name=vllm," + MANAGED
@@ -56,17 +56,17 @@ def _nodeclaims(kube: Kube, nodes: dict[str, dict | None]) -> dict[str, dict]:
     return {(c.get("status") or {}).get("nodeName"): c for c in claims if (c.get("status") or {}).get("nodeName")}
 
 
-def _servers(kube: Kube, namespace: str, names: list[str]) -> list[dict]:
-    if names:
-        return [kube.request("GET", kube.path("apps/v1", "Deployment", name, namespace)) for name in names]
-    return sorted(kube.list("apps/v1", "Deployment", namespace, label_selector=SERVERS), key=_name)
+def _servers(kube: Kube, namespace: str, names: t.Sequence[str] | None) -> list[dict]:
+    if names is None:
+        return sorted(kube.list("apps/v1", "Deployment", namespace, label_selector=SERVERS), key=_name)
+    return [kube.request("GET", kube.path("apps/v1", "Deployment", name, namespace)) for name in names]
 
 
-def _jobs(kube: Kube, namespace: str, names: list[str], lines: int) -> list[dict]:
-    if names:
-        found = [kube.request("GET", kube.path("batch/v1", "Job", name, namespace)) for name in names]
-    else:
+def _jobs(kube: Kube, namespace: str, names: t.Sequence[str] | None, lines: int) -> list[dict]:
+    if names is None:
         found = sorted(kube.list("batch/v1", "Job", namespace, label_selector=MANAGED), key=_name)
+    else:
+        found = [kube.request("GET", kube.path("batch/v1", "Job", name, namespace)) for name in names]
     reports = []
     for job in found:
         pods = kube.list("v1", "Pod", namespace, label_selector=f"batch.kubernetes.io/job-name={_name(job)}")
@@ -77,14 +77,23 @@ def _jobs(kube: Kube, namespace: str, names: list[str], lines: int) -> list[dict
     return reports
 
 
-def gather(kube: Kube, params: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
-    """The report of module vllm_startup_report for its ``params``: pods, jobs, table, slowest."""
-    namespace, lines = params["namespace"], int(params["log_lines"])
-    stage, server = params["stage_container"], params["server_container"]
-    ttft = {str(k): float(v) for k, v in (params.get("first_token_ms") or {}).items() if v is not None}
-    jobs = _jobs(kube, namespace, list(params.get("jobs") or []), lines)
+def gather(
+    kube: Kube,
+    namespace: str,
+    deployments: t.Sequence[str] | None = None,
+    jobs: t.Sequence[str] | None = None,
+    first_token_ms: t.Mapping[str, t.Any] | None = None,
+    containers: tuple[str, str] = ("model-loader", "vllm"),
+    log_lines: int = 50,
+) -> dict[str, t.Any]:
+    """Pods, jobs, table and slowest phase of ``deployments`` and ``jobs`` in ``namespace`` (None: every one of
+    the collection's there; empty: none). ``first_token_ms`` maps a Deployment to its probe's time to first token."""
+    stage, server = containers
+    ttft = {str(k): float(v) for k, v in (first_token_ms or {}).items() if v is not None}
+    lines = int(log_lines)
+    job_reports = _jobs(kube, namespace, jobs, lines)
     pods_of: list[tuple[str, dict]] = []
-    for deployment in _servers(kube, namespace, list(params.get("deployments") or [])):
+    for deployment in _servers(kube, namespace, deployments):
         pods = kube.list("v1", "Pod", namespace, label_selector=_selector(deployment))
         live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
         pods_of += [(_name(deployment), p) for p in sorted(live, key=_name)]
@@ -113,10 +122,4 @@ def gather(kube: Kube, params: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
             load_strategy=_load_strategy(pod, stage, server),
         )
         reports.append({"deployment": deployment, **report})
-    ranked = [dict(r["slowest"], pod=r["pod"]) for r in reports if r["slowest"]]
-    return {
-        "pods": reports,
-        "jobs": jobs,
-        "table": table(reports, jobs),
-        "slowest": max(ranked, key=lambda s: s["seconds"], default=None),
-    }
+    return summary(reports, job_reports)

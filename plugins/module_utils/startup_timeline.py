@@ -339,18 +339,39 @@ def pod_timeline(
     ]
     created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
     ready = _condition(pod, "Ready")
+    return _summed(
+        {
+            "pod": (pod.get("metadata") or {}).get("name"),
+            "node": (pod.get("spec") or {}).get("nodeName"),
+            "load_strategy": load_strategy,
+            "ready_seconds": (ready - created).total_seconds() if ready and created and ready >= created else None,
+            "phases": rows,
+        }
+    )
+
+
+def _summed(report: dict[str, t.Any]) -> dict[str, t.Any]:
+    """``report`` with its unknown phases and its slowest phase (with the lever) worked out from its rows."""
+    rows = report["phases"]
     known = [r for r in rows if r["known"] and r["seconds"]]
     slowest = max(known, key=lambda r: r["seconds"], default=None)
-    return {
-        "pod": (pod.get("metadata") or {}).get("name"),
-        "node": (pod.get("spec") or {}).get("nodeName"),
-        "ready_seconds": (ready - created).total_seconds() if ready and created and ready >= created else None,
-        "phases": rows,
-        "unknown": [r["phase"] for r in rows if not r["known"]],
-        "slowest": None
+    report["unknown"] = [r["phase"] for r in rows if not r["known"]]
+    report["slowest"] = (
+        None
         if slowest is None
-        else {"phase": slowest["phase"], "seconds": slowest["seconds"], "lever": lever(slowest, load_strategy)},
-    }
+        else {
+            "phase": slowest["phase"],
+            "seconds": slowest["seconds"],
+            "lever": lever(slowest, report["load_strategy"]),
+        }
+    )
+    return report
+
+
+def with_first_token(report: t.Mapping[str, t.Any], ttft_ms: float | None) -> dict[str, t.Any]:
+    """A pod's report with the probe's time to first token (measured after the report was made) in its row."""
+    rows = [first_token_phase(ttft_ms) if r["phase"] == "first_token" else r for r in report["phases"]]
+    return _summed(dict(report, phases=rows))
 
 
 def job_timeline(job: t.Mapping[str, t.Any], log_lines: t.Sequence[str] | str | None) -> dict[str, t.Any]:
@@ -395,3 +416,21 @@ def table(pods: t.Sequence[t.Mapping[str, t.Any]], jobs: t.Sequence[t.Mapping[st
         if report["slowest"]:
             lines.append(f"  slowest: {report['slowest']['lever']}")
     return lines
+
+
+def summary(pods: t.Sequence[t.Mapping[str, t.Any]], jobs: t.Sequence[t.Mapping[str, t.Any]]) -> dict[str, t.Any]:
+    """The whole report: pods, jobs, the table and the slowest phase over all pods."""
+    ranked = [dict(r["slowest"], pod=r["pod"]) for r in pods if r["slowest"]]
+    return {
+        "pods": list(pods),
+        "jobs": list(jobs),
+        "table": table(pods, jobs),
+        "slowest": max(ranked, key=lambda s: s["seconds"], default=None),
+    }
+
+
+def merged(reports: t.Sequence[t.Mapping[str, t.Any]], first_token_ms: t.Mapping[str, t.Any] | None = None):
+    """Several reports (one per step that made one) as one, with the probes' times to first token per Deployment."""
+    ttft = {str(k): float(v) for k, v in (first_token_ms or {}).items() if v is not None}
+    pods = [with_first_token(p, ttft.get(p.get("deployment") or "")) for r in reports for p in r.get("pods") or []]
+    return summary(pods, [j for r in reports for j in r.get("jobs") or []])

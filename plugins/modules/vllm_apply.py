@@ -107,6 +107,13 @@ options:
             description: Seconds between two looks (at least 0.5).
             type: float
             default: 0.5
+          report:
+            description:
+              - After the wait (or when nothing needed waiting), read where the start-up time of the step's
+                Deployments and Jobs went, as M(llmops.vllm.vllm_startup_report) does, into the step's C(startup).
+              - Not in check mode. A report the API server refuses is a warning, not a failure.
+            type: bool
+            default: false
       delete_wait:
         description: With O(state=absent), seconds to wait until the step's objects are gone (0 does not wait).
         type: int
@@ -175,8 +182,9 @@ steps:
     - One entry per step run, with C(what), C(changed), C(objects) (each C(object) C(Kind/name), C(namespace),
       C(action) C(created), C(configured), C(unchanged), C(replaced), C(deleted) or C(absent)), C(unsettled) (the
       claims, Jobs and Deployments still on their way after the apply), C(diff) (changed objects; a configured one with
-      the fields C(before) and C(after)), C(replaced) and C(message) when the replace path ran, and after a wait
-      C(waited) and C(manifests) (each completed download Job's manifest).
+      the fields C(before) and C(after)), C(replaced) and C(message) when the replace path ran, after a wait
+      C(waited) and C(manifests) (each completed download Job's manifest), and with the wait's C(report) the
+      step's C(startup) (C(pods), C(jobs), C(table), C(slowest) as M(llmops.vllm.vllm_startup_report) returns them).
   returned: always
   type: list
   elements: dict

@@ -188,7 +188,15 @@ def main() -> None:
     params = module.params
     try:
         kube = connect({k: params.get(k) for k in AUTH_ARG_SPEC}, max(params["api_timeout"], 1))
-        report = gather(kube, params)
+        report = gather(
+            kube,
+            params["namespace"],
+            deployments=params["deployments"] or None,
+            jobs=params["jobs"] or None,
+            first_token_ms=params["first_token_ms"],
+            containers=(params["stage_container"], params["server_container"]),
+            log_lines=params["log_lines"],
+        )
     except ApiUnavailable as exc:
         module.fail_json(msg=unreachable(exc), reason="api_unreachable")
     except ApiError as exc:

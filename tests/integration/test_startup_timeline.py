@@ -122,7 +122,7 @@ def test_deploy_ends_with_the_timeline_and_says_what_cannot_be_known(deployed):
     """On kwok no kubelet writes events and no probe runs: those phases say so; the download Job's row has the
     bytes and rate of its log's RESULT line."""
     assert deployed.returncode == 0, deployed.stdout[-4000:]
-    out = deployed.stdout[deployed.stdout.index("Show the start-up timeline") :]
+    out = deployed.stdout[deployed.stdout.index("Show where each server's start-up time went") :]
     assert "Job model-download: download" in out
     assert "14.5 GB fetched at 57.5 MB/s (3 files, 0 already there)" in out
     assert "image pull" in out and "no Pulled event from the kubelet" in out

@@ -215,3 +215,16 @@ def test_table_lines():
     assert lines[0] == "mistral-abc on gpu-a: Ready after 3m19s (times UTC)"
     assert lines[2].split()[:4] == ["image", "pull", "10:00:00", "1m52s"]
     assert lines[-1].startswith("  slowest: image pull 1m52s")
+
+
+def test_a_probe_measured_after_the_report_fills_the_first_token_row():
+    """deploy.yml reads the timeline in the servers' step and probes afterwards: the filter puts the probe's time
+    into the row and works out the slowest phase again."""
+    fast = st.pod_timeline(pod(stage=(1, 2), started=3, ready=4), [pulled(1, "0.5s"), PRESENT], stage_log=[STAGED])
+    report = st.summary([dict(fast, deployment="mistral")], [])
+    assert report["pods"][0]["unknown"] == ["first_token"]
+    joined = st.merged([report, {"pods": [], "jobs": []}], {"mistral": 9000.0, "other": None})
+    [again] = joined["pods"]
+    assert again["unknown"] == [] and again["slowest"]["phase"] == "first_token"
+    assert joined["slowest"]["lever"].startswith("first token 9.0s")
+    assert joined["table"][-2].split()[:4] == ["first", "token", "-", "9.0s"]
