@@ -33,8 +33,9 @@ collection: ## link this checkout as ansible_collections/llmops/vllm for ansible
 	@mkdir -p $(dir $(COLLECTION_LINK))
 	@[ -e $(COLLECTION_LINK) ] || ln -s $(CURDIR) $(COLLECTION_LINK)
 
-cluster-build: ## build the local control plane binaries (first time: tens of minutes on 2 cores)
+cluster-build: ## build the local control plane binaries and fetch its add-ons (first time: tens of minutes on 2 cores)
 	@bash tests/cluster/build.sh
+	@bash tests/cluster/addons.sh
 
 cluster-up: ## start the local control plane (etcd, apiserver, controller-manager, scheduler, kwok nodes)
 	@$(CLUSTER) up

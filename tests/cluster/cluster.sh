@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real local Kubernetes control plane for tests and demos: etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler built from Go modules, and kwok simulating GPU and CPU nodes.
+# kube-controller-manager, kube-scheduler built from Go modules, kwok simulating GPU and CPU nodes, the upstream
+# CRDs of the optional objects and the LeaderWorkerSet controller (addons.sh).
 # Usage: cluster.sh up|down|env|status
 # Everything listens on 127.0.0.1; certificates and the kubeconfig are generated per cluster.
 set -euo pipefail
@@ -8,6 +9,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=tests/cluster/versions.env
 source "$here/versions.env"
 bin="$(cluster_bin_dir)"
+addons="$(addons_cache_dir)"
 state="${LLMOPS_VLLM_CLUSTER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/llmops-vllm/cluster}"
 kubeconfig="$state/kubeconfig"
 api_port="${LLMOPS_VLLM_API_PORT:-16443}"
@@ -15,7 +17,8 @@ etcd_port="${LLMOPS_VLLM_ETCD_PORT:-16379}"
 # Ports of the components nobody connects to; an offset lets a second cluster run beside the first.
 offset="${LLMOPS_VLLM_PORT_OFFSET:-0}"
 kcm_port=$((16257 + offset)) scheduler_port=$((16259 + offset)) kwok_port=$((16250 + offset))
-components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+lws_webhook_port=$((16270 + offset)) lws_health_port=$((16271 + offset)) lws_metrics_port=$((16272 + offset))
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok lws-manager)
 
 log() { echo "cluster: $*" >&2; }
 die() { echo "cluster: error: $*" >&2; exit 1; }
@@ -54,6 +57,11 @@ EXT
     openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out admin.crt -days 3650 -extfile client.ext 2>/dev/null
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+    # The LeaderWorkerSet controller's webhook server, which the API server calls at 127.0.0.1.
+    mkdir -p lws
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > lws.ext
+    openssl req -newkey rsa:2048 -nodes -keyout lws/tls.key -out lws.csr -subj "/CN=lws-webhook" 2>/dev/null
+    openssl x509 -req -in lws.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out lws/tls.crt -days 3650 -extfile lws.ext 2>/dev/null
     rm -f ./*.csr ./*.ext
   )
   "$bin/kubectl" config --kubeconfig "$kubeconfig" set-cluster llmops-local --server "https://127.0.0.1:$api_port" \
@@ -68,8 +76,9 @@ EXT
 start() { # name, args...
   local name="$1"; shift
   running "$name" && return 0
+  local exe="$bin/$name"; [[ -x "$exe" ]] || exe="$addons/bin/$name"
   # setsid: the component outlives the shell that started it and never holds its terminal.
-  setsid "$bin/$name" "$@" >"$state/$name.log" 2>&1 < /dev/null &
+  setsid "$exe" "$@" >"$state/$name.log" 2>&1 < /dev/null &
   echo $! > "$state/$name.pid"
 }
 
@@ -88,6 +97,7 @@ up() {
     return 0
   fi
   "$here/build.sh"
+  "$here/addons.sh"
   mkdir -p "$state"
   if running kube-apiserver && kctl get --raw /readyz >/dev/null 2>&1; then
     log "already running (kubeconfig $kubeconfig)"
@@ -126,10 +136,60 @@ up() {
       --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
       --server-address "127.0.0.1:$kwok_port" --node-port "$kwok_port" --node-ip 127.0.0.1 --cidr 10.244.0.0/16 \
       --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key")
+  addons_up
   kctl apply --server-side --field-manager llmops-cluster -f "$here/nodes.yaml" >/dev/null
   wait_for "simulated nodes" 60 kctl wait --for=condition=Ready node --all --timeout=2s
   wait_for "default service account" 60 kctl -n default get serviceaccount default
   log "up in $(( $(date +%s) - t0 ))s; $(kctl get nodes --no-headers | wc -l) nodes; export KUBECONFIG=$kubeconfig"
+}
+
+lws_webhooks() { # the LeaderWorkerSet controller's webhook configurations, pointing at its server on 127.0.0.1
+  local ca url="https://127.0.0.1:$lws_webhook_port"
+  ca=$(base64 -w0 < "$state/pki/ca.crt")
+  local lws_rule='{apiGroups: [leaderworkerset.x-k8s.io], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [leaderworkersets]}'
+  local lws_pods='objectSelector: {matchExpressions: [{key: leaderworkerset.sigs.k8s.io/name, operator: Exists}]}'
+  cat <<YAML
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {name: lws-mutating-webhook-configuration}
+webhooks:
+  - {name: mleaderworkerset.kb.io, admissionReviewVersions: [v1], sideEffects: None, failurePolicy: Fail,
+     clientConfig: {url: "$url/mutate-leaderworkerset-x-k8s-io-v1-leaderworkerset", caBundle: "$ca"}, rules: [$lws_rule]}
+  - {name: mpod.kb.io, admissionReviewVersions: [v1], sideEffects: None, failurePolicy: Fail, $lws_pods,
+     clientConfig: {url: "$url/mutate--v1-pod", caBundle: "$ca"},
+     rules: [{apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [pods]}]}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {name: lws-validating-webhook-configuration}
+webhooks:
+  - {name: vleaderworkerset.kb.io, admissionReviewVersions: [v1], sideEffects: None, failurePolicy: Fail,
+     clientConfig: {url: "$url/validate-leaderworkerset-x-k8s-io-v1-leaderworkerset", caBundle: "$ca"}, rules: [$lws_rule]}
+  - {name: vpod.kb.io, admissionReviewVersions: [v1], sideEffects: None, failurePolicy: Fail, $lws_pods,
+     clientConfig: {url: "$url/validate--v1-pod", caBundle: "$ca"},
+     rules: [{apiGroups: [""], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [pods]}]}
+YAML
+}
+
+addons_up() {
+  # The upstream CRDs (server-side: the LeaderWorkerSet CRD is larger than the client-side apply annotation allows).
+  kctl apply --server-side --field-manager llmops-cluster -f "$addons/crds/" >/dev/null
+  wait_for "add-on CRDs" 60 kctl wait --for condition=Established crd --all --timeout=2s
+  # The LeaderWorkerSet controller runs here, outside the cluster, with its webhooks (its pod webhook sets the
+  # group labels and LWS_* variables; without it the controller cannot work), served with a certificate of our CA.
+  cat > "$state/lws-config.yaml" <<YAML
+apiVersion: config.lws.x-k8s.io/v1alpha1
+kind: Configuration
+leaderElection: {leaderElect: false}
+internalCertManagement: {enable: false}
+health: {healthProbeBindAddress: "127.0.0.1:$lws_health_port"}
+metrics: {bindAddress: "127.0.0.1:$lws_metrics_port"}
+webhook: {port: $lws_webhook_port, host: 127.0.0.1, certDir: "$state/pki/lws"}
+YAML
+  start lws-manager --config "$state/lws-config.yaml" --kubeconfig "$kubeconfig"
+  wait_for "LeaderWorkerSet controller" 60 curl -fsS "http://127.0.0.1:$lws_health_port/readyz"
+  wait_for "LeaderWorkerSet webhook server" 30 curl -sk -o /dev/null "https://127.0.0.1:$lws_webhook_port/"
+  lws_webhooks | kctl apply --server-side --field-manager llmops-cluster -f - >/dev/null
 }
 
 down() {
