@@ -527,9 +527,9 @@ def test_render_with_defaults_reproduces_the_workshop(tmp_path):
 
 
 def test_every_optional_object_is_valid_for_the_api_server(kubectl, kubeconfig, namespace, tmp_path):
-    """Dynamic FSx, the other load strategies, API key, NetworkPolicy, HPA, PDB and Ingress, rendered and
-    checked by the real API server (server-side dry run); CRD kinds (KEDA, ServiceMonitor, Route, Karpenter)
-    are not installed there, so only rendered."""
+    """Dynamic FSx, the other load strategies, API key, NetworkPolicy, HPA, PDB, Ingress, KEDA, ServiceMonitor,
+    Route and Karpenter's NodePool and EC2NodeClass, rendered and checked by the real API server (server-side dry
+    run), the CRD kinds by their upstream CRDs."""
     extra = {
         "vllm_namespace": namespace,
         "storage_mode": "dynamic",
@@ -591,19 +591,28 @@ def test_every_optional_object_is_valid_for_the_api_server(kubectl, kubeconfig, 
     # The direct model downloads nothing, and the streamed one needs no download either.
     assert sorted(by_kind(objects, "Job")) == ["model-download"]
 
-    crd_kinds = {"ScaledObject", "ServiceMonitor", "Route", "NodePool", "EC2NodeClass"}
-    core = [o for o in objects if o["kind"] not in crd_kinds]
-    dry = kubectl.run(
-        "apply",
-        "--server-side",
-        "--dry-run=server",
-        "--field-manager=llmops-vllm",
-        "-f",
-        "-",
-        input="\n".join("---\n" + yaml.safe_dump(o) for o in core),
-        check=False,
-    )
+    def dry_run(objs: list[dict]):
+        stream = "\n".join("---\n" + yaml.safe_dump(o) for o in objs)
+        return kubectl.run(
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--field-manager=llmops-vllm",
+            "-f",
+            "-",
+            input=stream,
+            check=False,
+        )
+
+    dry = dry_run(objects)
     assert dry.returncode == 0, dry.stderr[-3000:]
+    # The CRD kinds are validated by their upstream schemas (tests/cluster/addons.sh): a typo is refused.
+    for kind in ("ScaledObject", "ServiceMonitor", "Route", "NodePool", "EC2NodeClass"):
+        obj = next(o for o in objects if o["kind"] == kind)
+        typo = dict(obj, spec={**obj["spec"], "replicaz": 1})
+        refused = dry_run([typo])
+        assert refused.returncode != 0, f"{kind} with a typo was accepted"
+        assert ".spec.replicaz: field not declared in schema" in refused.stderr, refused.stderr[-500:]
 
 
 def test_check_mode_on_a_new_namespace_reports_and_creates_nothing(kubectl, kubeconfig, monkeypatch):
