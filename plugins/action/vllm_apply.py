@@ -82,7 +82,8 @@ def _doing(params: t.Mapping[str, t.Any], step: t.Mapping[str, t.Any]) -> str:
 
 
 def _cluster_checks(kube: Kube, checks: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
-    """The preflight that needs the cluster, before anything is applied: GPU nodes and the CSI driver."""
+    """The preflight that needs the cluster, before anything is applied: GPU nodes (enough of them for each group
+    across nodes), the CSI driver, and every kind the objects need being served."""
     found: dict[str, t.Any] = {}
     label = checks.get("gpu_node_label")
     if label:
@@ -105,6 +106,25 @@ def _cluster_checks(kube: Kube, checks: t.Mapping[str, t.Any]) -> dict[str, t.An
                 "node, or request a node pool (gpu_nodepool_enabled=true)",
                 "gpus_exceed_nodes",
             )
+        for group in checks.get("groups") or []:
+            fit = sorted(n for n, count in gpus.items() if count >= int(group["gpus"]))
+            if len(fit) < int(group["nodes"]):
+                raise Refused(
+                    f"model {group['model']} spans {group['nodes']} nodes with {group['gpus']} GPUs each (one pod of "
+                    f"its LeaderWorkerSet group per node) but {len(fit)} GPU node(s) have that many allocatable "
+                    f"nvidia.com/gpu{' (' + ', '.join(fit) + ')' if fit else ''}: add GPU nodes, lower nodes, or "
+                    "request a node pool (gpu_nodepool_enabled=true)",
+                    "nodes_short",
+                )
+    for entry in checks.get("kinds") or []:
+        api_version, kind = entry.split(" ", 1)
+        if kind not in (kube.resources(api_version) or {}):
+            hint = INSTALL.get(kind, "install the add-on that defines it (its CustomResourceDefinition)")
+            raise Refused(
+                f"the cluster does not serve {kind} ({api_version}), which the objects to apply include: {hint}, or "
+                "turn off the option that renders it",
+                "kind_not_served",
+            )
     driver = checks.get("csi_driver")
     if driver:
         if kube.request("GET", f"/apis/storage.k8s.io/v1/csidrivers/{driver}", missing_ok=True) is None:
@@ -115,6 +135,18 @@ def _cluster_checks(kube: Kube, checks: t.Mapping[str, t.Any]) -> dict[str, t.An
             )
         found["csi_driver"] = driver
     return found
+
+
+# How to get each optional kind the collection renders, for the refusal when the cluster lacks it.
+INSTALL = {
+    "LeaderWorkerSet": "install LeaderWorkerSet (kubectl apply --server-side -f "
+    "https://github.com/kubernetes-sigs/lws/releases/download/v0.8.0/manifests.yaml), which serves models across nodes",
+    "NodePool": "install Karpenter",
+    "EC2NodeClass": "install Karpenter's AWS provider",
+    "ServiceMonitor": "install the Prometheus Operator",
+    "ScaledObject": "install KEDA",
+    "Route": "Routes exist on OpenShift only",
+}
 
 
 def _gpus(node: t.Mapping[str, t.Any]) -> int:
@@ -132,6 +164,7 @@ def _wait(kube: Kube, wait: t.Mapping[str, t.Any], done: dict[str, t.Any]) -> di
         deployments=wait["deployments"],
         jobs=wait["jobs"],
         pvcs=wait["pvcs"],
+        leaderworkersets=wait["leaderworkersets"],
         settings=Settings(startup_budget=wait["startup_budget"]),
         poll_interval=wait["poll_interval"],
     )
@@ -154,7 +187,13 @@ def _startup(kube: Kube, wait: t.Mapping[str, t.Any], result: dict[str, t.Any]) 
 
     kube.restart_deadline()
     try:
-        return gather(kube, wait["namespace"], deployments=wait["deployments"], jobs=wait["jobs"])
+        return gather(
+            kube,
+            wait["namespace"],
+            deployments=wait["deployments"],
+            jobs=wait["jobs"],
+            leaderworkersets=wait["leaderworkersets"],
+        )
     except ApiError as exc:
         result.setdefault("warnings", []).append(f"start-up report in {wait['namespace']}: {exc.message}")
         return {"pods": [], "jobs": [], "table": [], "slowest": None}

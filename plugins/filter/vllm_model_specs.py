@@ -51,6 +51,7 @@ _value:
   elements: dict
 """
 
+import shlex
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,6 +72,11 @@ MODELS_MOUNT = "/models"
 RAM_MOUNT = "/ram-models"
 STAGE_MOUNT = "/opt/llmops"
 MANAGED_BY = "llmops.vllm"
+# LeaderWorkerSet's pod label for a pod's place in its group; the leader is 0 (sigs.k8s.io/lws v0.8.0
+# api/leaderworkerset/v1/leaderworkerset_types.go WorkerIndexLabelKey).
+LWS_WORKER_INDEX = "leaderworkerset.sigs.k8s.io/worker-index"
+RAY_PORT = 6379
+LWS_SUFFIX = "-lws"
 # Keys merged key by key instead of replaced.
 MERGED_KEYS = ("engine_args", "env")
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -159,7 +165,7 @@ def resolve(entry: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, 
     name = str(spec["name"])
     spec["name"] = name
     spec["vllm_version"] = version
-    for key in ("gpus", "stage_workers"):
+    for key in ("gpus", "stage_workers", "nodes"):
         # Unset: null, which older ansible-core versions may hand over as text.
         if spec.get(key) in ("", "None"):
             spec[key] = None
@@ -194,14 +200,25 @@ def resolve(entry: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, 
     spec["uses_volume"] = not (strategy == "runai_streamer" and str(model_uri).startswith("s3://"))
     spec["download"] = bool(spec.get("download", True)) and spec["uses_volume"]
     spec["user_engine_args"] = dict(entry.get("engine_args") or {})
-    head: dict[str, Any] = {"port": spec.get("port"), "model": spec["model_path"]}
-    if strategy == "runai_streamer":
-        head["load-format"] = "runai_streamer"
-    spec["engine_args"] = merge_engine_args(head, spec.get("engine_args") or {})
-    spec["args"] = engine_arg_list(spec["engine_args"], view.negatable() if view else frozenset())
     gpus = spec.get("gpus")
     spec["resources"] = _with_gpus(spec.get("resources") or {}, gpus)
     spec["gpus"] = _requested_gpus(spec["resources"])
+    nodes = spec.get("nodes") if spec.get("nodes") not in (None, "") else 1
+    spec["nodes"] = nodes
+    head: dict[str, Any] = {"port": spec.get("port"), "model": spec["model_path"]}
+    if strategy == "runai_streamer":
+        head["load-format"] = "runai_streamer"
+    engine_args = spec.get("engine_args") or {}
+    if isinstance(nodes, int) and nodes > 1:
+        # Tensor parallel over a node's GPUs, pipeline parallel over the nodes; what the entry says wins (the
+        # preflight checks that tensor × pipeline is the group's GPUs).
+        parallel = {"tensor-parallel-size": spec["gpus"], "pipeline-parallel-size": nodes}
+        engine_args = merge_engine_args(engine_args, {**parallel, **_user_parallel(spec["user_engine_args"])})
+    spec["engine_args"] = merge_engine_args(head, engine_args)
+    spec["args"] = engine_arg_list(spec["engine_args"], view.negatable() if view else frozenset())
+    spec["multi_node"] = _multi_node(spec, view) if isinstance(nodes, int) and nodes > 1 else {}
+    # A group's Service reaches its leader only (the workers serve no HTTP).
+    spec["service_selector"] = {**spec["selector"], LWS_WORKER_INDEX: "0"} if spec["multi_node"] else spec["selector"]
     env = dict(spec.get("env") or {})
     api_key = spec.get("api_key_secret") or {}
     if api_key:
@@ -217,6 +234,59 @@ def resolve(entry: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, 
     spec["working_memory_bytes"] = _quantity_or_none(spec.get("working_memory") or 0)
     spec["files"] = [str(f) for f in (spec.get("hf_files") or [])]
     return spec
+
+
+def _user_parallel(user_args: Mapping[str, Any]) -> dict[str, Any]:
+    """The parallel sizes the entry sets itself, under any spelling."""
+    wanted = {"tensor-parallel-size", "pipeline-parallel-size", "tensor_parallel_size", "pipeline_parallel_size"}
+    return {k.replace("_", "-"): v for k, v in user_args.items() if k.lstrip("-") in wanted}
+
+
+def _multi_node(spec: Mapping[str, Any], view: ReleaseView | None) -> dict[str, Any]:
+    """How the pods of a LeaderWorkerSet group start vLLM on this release.
+
+    From the release that has ``--nnodes`` and ``--headless`` (0.11.2 in the catalogues), vLLM runs across nodes
+    without Ray: every pod runs the same arguments with its ``--node-rank``, the workers ``--headless``, the
+    leader's address as ``--master-addr`` (vllm 0.33.0 config/parallel.py: nnodes > 1 takes the mp backend;
+    since 0.12.0 Ray is no longer chosen on its own, and since 0.18.0 it is not a dependency of the wheel).
+    Before, the group is a Ray cluster (vLLM's LWS example: ``ray start --head`` on the leader, ``ray start
+    --address=<leader>:6379 --block`` on the workers) and vLLM runs on the leader with the Ray backend, which
+    waits up to 1800 s for the group's GPUs (vllm 0.9.0 executor/ray_utils.py PG_WAIT_TIMEOUT).
+    LWS gives every container LWS_LEADER_ADDRESS and LWS_WORKER_INDEX (sigs.k8s.io/lws v0.8.0
+    pkg/utils/pod/pod_utils.go); Kubernetes expands ``$(NAME)`` in args from them.
+    """
+    nodes, args = spec["nodes"], list(spec["args"])
+    flags = view.flags if view else {}
+    # What the cluster check counts: GPU nodes that can each hold one pod of the group.
+    check = {"model": spec["name"], "nodes": nodes, "gpus": spec["gpus"]}
+    # The LWS controller makes a headless Service named after the LeaderWorkerSet (sigs.k8s.io/lws v0.8.0
+    # pkg/controllers/leaderworkerset_controller.go), so the set takes a name of its own and the model's Service
+    # keeps the model's name.
+    name = f"{spec['name']}{LWS_SUFFIX}"
+    if "nnodes" in flags and "headless" in flags:
+        group = [f"--nnodes={nodes}", "--master-addr=$(LWS_LEADER_ADDRESS)"]
+        return {
+            "name": name,
+            "nodes": nodes,
+            "group": check,
+            "recipe": "multiprocessing",
+            "leader": {"command": [], "args": args + group + ["--node-rank=0"]},
+            "worker": {"command": [], "args": args + group + ["--node-rank=$(LWS_WORKER_INDEX)", "--headless"]},
+        }
+    serve = shlex.join(
+        ["python3", "-m", "vllm.entrypoints.openai.api_server", *args, "--distributed-executor-backend=ray"]
+    )
+    return {
+        "name": name,
+        "nodes": nodes,
+        "group": check,
+        "recipe": "ray",
+        "leader": {"command": ["/bin/sh", "-c"], "args": [f"ray start --head --port={RAY_PORT} && exec {serve}"]},
+        "worker": {
+            "command": ["/bin/sh", "-c"],
+            "args": [f"exec ray start --address=$LWS_LEADER_ADDRESS:{RAY_PORT} --block"],
+        },
+    }
 
 
 def model_specs(models: Any, defaults: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -16,7 +16,8 @@ description:
     render.yml refuse the same inputs before anything is applied or written.
   - "Checks: model names are DNS labels (they name the Deployment and the Service) and unique; the load strategy
     is known; C(tensor-parallel-size) times C(pipeline-parallel-size) (times C(data-parallel-size)) equals the GPUs
-    requested; every engine argument exists in the model's vLLM release and takes the value given (kind, type,
+    requested (per node times C(nodes)); a model across nodes has GPUs and no autoscaler;
+    every engine argument exists in the model's vLLM release and takes the value given (kind, type,
     choices; see C(plugins/plugin_utils/_engine_arg_check.py)); Mistral formats have their files; the
     RAM volume's C(sizeLimit) holds the model (C(ram_copy)); the memory limit covers the Memory volumes plus
     the server's working memory (see C(plugins/module_utils/sizing.py)); sizes are valid quantities; labels are
@@ -215,6 +216,26 @@ def _extras(spec: Mapping[str, Any], problems: list[str]) -> None:
     replicas = spec.get("replicas")
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
         problems.append(f"model {name}: replicas {replicas!r} must be a whole number of 0 or more")
+    _nodes(spec, problems)
+
+
+def _nodes(spec: Mapping[str, Any], problems: list[str]) -> None:
+    """A model across nodes: a LeaderWorkerSet group, one pod with its GPUs per node."""
+    name, nodes = spec["name"], spec.get("nodes", 1)
+    if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
+        problems.append(f"model {name}: nodes {nodes!r} must be a whole number of 1 or more")
+        return
+    if nodes == 1:
+        return
+    if spec.get("gpus", 0) < 1:
+        problems.append(f"model {name}: nodes {nodes} needs gpus (per node) of 1 or more")
+    if len(str(name)) > 50:
+        # Its pods are <name>-lws-<group>-<worker>, a DNS label of at most 63 characters.
+        problems.append(f"model {name}: a model across nodes needs a name of at most 50 characters (its pods carry it)")
+    if spec.get("autoscaling"):
+        problems.append(
+            f"model {name}: autoscaling a model across nodes (a LeaderWorkerSet) is not supported; set replicas instead"
+        )
 
 
 def _engine(spec: Mapping[str, Any], problems: list[str]) -> None:
@@ -232,7 +253,9 @@ def _engine(spec: Mapping[str, Any], problems: list[str]) -> None:
             )
         else:
             problems.extend(check_flags(name, engine_args, view))
-    problems.extend(check_gpus(name, engine_args, spec["gpus"]))
+    problems.extend(
+        check_gpus(name, engine_args, spec["gpus"], spec["nodes"] if isinstance(spec.get("nodes"), int) else 1)
+    )
     problems.extend(check_mistral_files(name, engine_args, spec.get("files") if spec.get("download") else [], version))
 
 

@@ -15,6 +15,7 @@ except ImportError:  # pragma: no cover - kubernetes.core is a dependency of the
 WAIT_SPEC = {
     "jobs": {"type": "list", "elements": "str", "default": []},
     "deployments": {"type": "list", "elements": "str", "default": []},
+    "leaderworkersets": {"type": "list", "elements": "str", "default": []},
     "pvcs": {"type": "list", "elements": "str", "default": []},
     "namespace": {"type": "str", "required": True},
     "timeout": {"type": "int", "default": 1800},
@@ -40,6 +41,8 @@ ARGUMENT_SPEC = {
             "gpu_node_label": {"type": "str"},
             "gpus_per_pod": {"type": "int", "default": 0},
             "csi_driver": {"type": "str"},
+            "groups": {"type": "list", "elements": "dict", "default": []},
+            "kinds": {"type": "list", "elements": "str", "default": []},
         },
     },
     **{name: dict(spec) for name, spec in AUTH_ARG_SPEC.items()},

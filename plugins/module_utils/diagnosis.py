@@ -336,9 +336,10 @@ def progress(snap: dict[str, t.Any]) -> dict[str, t.Any]:
     """Per watched object, where it stands; ``done`` is True once every watched object succeeded."""
     idx = _Index(snap)
     targets = snap.get("targets") or {}
-    states: dict[str, t.Any] = {"deployments": {}, "jobs": {}, "pvcs": {}}
+    states: dict[str, t.Any] = {"deployments": {}, "jobs": {}, "pvcs": {}, "leaderworkersets": {}}
     by_kind = {
         "deployments": {_name(d): d for d in snap.get("deployments") or []},
+        "leaderworkersets": {_name(g): g for g in snap.get("leaderworkersets") or []},
         "jobs": {_name(j): j for j in snap.get("jobs") or []},
         "pvcs": idx.pvcs,
     }
@@ -357,6 +358,11 @@ def progress(snap: dict[str, t.Any]) -> dict[str, t.Any]:
         pvc = by_kind["pvcs"].get(name)
         state = _pvc_state(idx, pvc) if pvc else {"status": "Absent", "done": False}
         states["pvcs"][name] = state
+        done = done and state["done"]
+    for name in targets.get("leaderworkersets") or []:
+        group = by_kind["leaderworkersets"].get(name)
+        state = _group_state(group) if group else {"status": "Absent", "done": False}
+        states["leaderworkersets"][name] = state
         done = done and state["done"]
     states["done"] = done
     return states
@@ -395,7 +401,15 @@ def diagnose(snap: dict[str, t.Any]) -> Finding | None:
             finding = _diagnose_deployment(idx, deployments[name], snap.get("replicasets") or [])
             if finding:
                 return finding
-    return _diagnose_missing(idx, targets, {"Deployment": deployments, "Job": jobs, "PersistentVolumeClaim": idx.pvcs})
+    groups = {_name(g): g for g in snap.get("leaderworkersets") or []}
+    for name in targets.get("leaderworkersets") or []:
+        if name in groups and not group_done(groups[name]):
+            for pod in _group_pods(idx, name):
+                finding = _diagnose_pod(idx, pod, restarts_matter=True)
+                if finding:
+                    return finding
+    present = {"Deployment": deployments, "Job": jobs, "PersistentVolumeClaim": idx.pvcs, "LeaderWorkerSet": groups}
+    return _diagnose_missing(idx, targets, present)
 
 
 def logs_wanted(snap: dict[str, t.Any]) -> list[LogRef]:
@@ -528,14 +542,52 @@ def _watched_pods(idx: _Index, snap: dict[str, t.Any]) -> list[dict]:
     for job in snap.get("jobs") or []:
         if _name(job) in (targets.get("jobs") or []) and not _is_true(job, "Complete"):
             pods.extend(_job_pods(idx, job))
+    for group in snap.get("leaderworkersets") or []:
+        if _name(group) in (targets.get("leaderworkersets") or []) and not group_done(group):
+            pods.extend(_group_pods(idx, _name(group)))
     return pods
+
+
+# LeaderWorkerSet's label naming a pod's set (sigs.k8s.io/lws v0.8.0 api/leaderworkerset/v1/leaderworkerset_types.go).
+LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
+
+
+def group_done(group: dict) -> bool:
+    """A LeaderWorkerSet with every group updated and ready, and its Available condition (sigs.k8s.io/lws v0.8.0
+    status: readyReplicas, updatedReplicas, conditions Available/Progressing/UpdateInProgress)."""
+    wanted = _get(group, "spec", "replicas", default=1)
+    status = group.get("status") or {}
+    return (
+        _is_true(group, "Available")
+        and status.get("readyReplicas", 0) >= wanted
+        and status.get("updatedReplicas", 0) >= wanted
+    )
+
+
+def _group_state(group: dict) -> dict[str, t.Any]:
+    done = group_done(group)
+    ready = (group.get("status") or {}).get("readyReplicas", 0)
+    return {
+        "status": "Available" if done else "Progressing",
+        "done": done,
+        "ready": f"{ready}/{_get(group, 'spec', 'replicas', default=1)}",
+    }
+
+
+def _group_pods(idx: _Index, name: str) -> list[dict]:
+    """The pods of a LeaderWorkerSet's groups, leaders first (worker index 0)."""
+    pods = [p for p in idx.pods if _get(p, "metadata", "labels", LWS_NAME_LABEL) == name]
+    return sorted(
+        pods, key=lambda p: (_get(p, "metadata", "labels", "leaderworkerset.sigs.k8s.io/worker-index") != "0", _name(p))
+    )
 
 
 def _diagnose_missing(idx: _Index, targets: dict, present: dict[str, dict]) -> Finding | None:
     waited = idx.now - idx.started
     if waited < idx.settings.missing_grace:
         return None
-    for kind, key in (("PersistentVolumeClaim", "pvcs"), ("Job", "jobs"), ("Deployment", "deployments")):
+    kinds = (("PersistentVolumeClaim", "pvcs"), ("Job", "jobs"), ("Deployment", "deployments"))
+    for kind, key in (*kinds, ("LeaderWorkerSet", "leaderworkersets")):
         for name in targets.get(key) or []:
             if name not in present[kind]:
                 return Finding(
@@ -1370,6 +1422,7 @@ class DeploymentWatch:
         pvcs: t.Sequence[str] = (),
         label_selector: str | None = None,
         settings: Settings | None = None,
+        leaderworkersets: t.Sequence[str] = (),
         poll_interval: float = 1.0,
         request_timeout: float = 10.0,
         api_grace: float = 60.0,
@@ -1379,7 +1432,12 @@ class DeploymentWatch:
         from kubernetes import client  # imported here so diagnose() needs no kubernetes package
 
         self.namespace = namespace
-        self.names = {"deployments": list(deployments), "jobs": list(jobs), "pvcs": list(pvcs)}
+        self.names = {
+            "deployments": list(deployments),
+            "jobs": list(jobs),
+            "pvcs": list(pvcs),
+            "leaderworkersets": list(leaderworkersets),
+        }
         self.label_selector = label_selector
         self.settings = settings or Settings()
         self.poll_interval = max(poll_interval, 0.5)
@@ -1436,7 +1494,15 @@ class DeploymentWatch:
         )
         snap["jobs"] = self._items(self.batch.list_namespaced_job, ns) if self.names["jobs"] or want_any else []
         snap["pvcs"] = self._items(self.core.list_namespaced_persistent_volume_claim, ns)
+        snap["leaderworkersets"] = (
+            self._items(
+                self.custom.list_namespaced_custom_object, "leaderworkerset.x-k8s.io", "v1", ns, "leaderworkersets"
+            )
+            if self.names["leaderworkersets"]
+            else []
+        )
         snap["targets"] = self._targets({k: snap[k] for k in ("deployments", "jobs", "pvcs")})
+        snap["targets"]["leaderworkersets"] = list(self.names["leaderworkersets"])
         if progress(snap)["done"]:
             return snap
         snap["replicasets"] = self._items(self.apps.list_namespaced_replica_set, ns) if snap["deployments"] else []
@@ -1586,7 +1652,7 @@ class DeploymentWatch:
         states = progress(snap)
         pending = [
             f"{kind[:-1]} {name} ({state['status']})"
-            for kind in ("pvcs", "jobs", "deployments")
+            for kind in ("pvcs", "jobs", "deployments", "leaderworkersets")
             for name, state in states[kind].items()
             if not state["done"]
         ]

@@ -96,13 +96,17 @@ def _condition(obj: t.Mapping[str, t.Any], kind: str) -> str | None:
 
 
 def settled(obj: t.Mapping[str, t.Any]) -> bool:
-    """Whether a Job is Complete, a Deployment rolled out and Available, a claim Bound (a claim that binds on first
-    consumer is judged by the wait), from the object the apply returned."""
+    """Whether a Job is Complete, a Deployment rolled out and Available, a LeaderWorkerSet's groups ready, a claim
+    Bound (a claim that binds on first consumer is judged by the wait), from the object the apply returned."""
     kind, status = obj.get("kind"), obj.get("status") or {}
     if kind == "PersistentVolumeClaim":
         return status.get("phase") == "Bound"
     if kind == "Job":
         return _condition(obj, "Complete") == "True"
+    if kind == "LeaderWorkerSet":
+        from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import group_done
+
+        return group_done(dict(obj))
     if kind == "Deployment":
         wanted = (obj.get("spec") or {}).get("replicas", 1)
         generation = (obj.get("metadata") or {}).get("generation")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typing as t
 
+from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import LWS_NAME_LABEL
 from ansible_collections.llmops.vllm.plugins.module_utils.kube_client import ApiError, Kube
 from ansible_collections.llmops.vllm.plugins.module_utils.startup_timeline import job_timeline, pod_timeline, summary
 
@@ -85,6 +86,7 @@ def gather(
     first_token_ms: t.Mapping[str, t.Any] | None = None,
     containers: tuple[str, str] = ("model-loader", "vllm"),
     log_lines: int = 50,
+    leaderworkersets: t.Sequence[str] = (),
 ) -> dict[str, t.Any]:
     """Pods, jobs, table and slowest phase of ``deployments`` and ``jobs`` in ``namespace`` (None: every one of
     the collection's there; empty: none). ``first_token_ms`` maps a Deployment to its probe's time to first token."""
@@ -97,6 +99,11 @@ def gather(
         pods = kube.list("v1", "Pod", namespace, label_selector=_selector(deployment))
         live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
         pods_of += [(_name(deployment), p) for p in sorted(live, key=_name)]
+    for group in leaderworkersets:  # every pod of a group stages and loads its own copy
+        pods = kube.list("v1", "Pod", namespace, label_selector=f"{LWS_NAME_LABEL}={group}")
+        pods_of += [
+            (group, p) for p in sorted(pods, key=_name) if not (p.get("metadata") or {}).get("deletionTimestamp")
+        ]
     events = kube.list("v1", "Event", namespace, field_selector="involvedObject.kind=Pod") if pods_of else []
     nodes: dict[str, dict | None] = {}
     for _deployment, pod in pods_of:

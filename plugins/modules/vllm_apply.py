@@ -90,6 +90,13 @@ options:
             type: list
             elements: str
             default: []
+          leaderworkersets:
+            description:
+              - LeaderWorkerSets whose groups must all be ready (condition C(Available), C(readyReplicas)); their
+                pods get the same one-line diagnoses as a Deployment's (a worker that cannot be scheduled, a crash).
+            type: list
+            elements: str
+            default: []
           pvcs:
             description: Claims that must be Bound.
             type: list
@@ -152,6 +159,20 @@ options:
       csi_driver:
         description: Refuse when this CSIDriver is not installed.
         type: str
+      groups:
+        description:
+          - Models across nodes, each C({model, nodes, gpus}); refuse when fewer than C(nodes) GPU nodes have
+            C(gpus) allocatable (one LeaderWorkerSet pod per node).
+        type: list
+        elements: dict
+        default: []
+      kinds:
+        description:
+          - Kinds the objects need, each C(<apiVersion> <kind>) (V(leaderworkerset.x-k8s.io/v1 LeaderWorkerSet));
+            refuse, naming how to install it, when the cluster does not serve one.
+        type: list
+        elements: str
+        default: []
 seealso:
   - module: llmops.vllm.vllm_wait
 requirements:
@@ -195,7 +216,8 @@ cluster:
 reason:
   description:
     - "Why it failed, one word: C(conflict), C(immutable), C(invalid), C(api_error), C(api_unreachable),
-      C(api_timeout), C(api_config), C(no_gpu_nodes), C(gpus_exceed_nodes), C(no_csi_driver), C(replace_stuck),
+      C(api_timeout), C(api_config), C(no_gpu_nodes), C(gpus_exceed_nodes), C(nodes_short), C(kind_not_served),
+      C(no_csi_driver), C(replace_stuck),
       C(delete_stuck), or a reason of M(llmops.vllm.vllm_wait)."
   returned: failure
   type: str

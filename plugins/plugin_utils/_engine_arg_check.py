@@ -203,8 +203,9 @@ def check_mistral_files(
     return problems
 
 
-def check_gpus(model: str, engine_args: Mapping[str, Any], gpus: int) -> list[str]:
-    """tensor x pipeline (x data) parallel sizes must use exactly the GPUs one replica requests."""
+def check_gpus(model: str, engine_args: Mapping[str, Any], gpus: int, nodes: int = 1) -> list[str]:
+    """tensor x pipeline (x data) parallel sizes must use exactly the GPUs one replica requests (``gpus`` per pod,
+    ``nodes`` pods of a LeaderWorkerSet group)."""
     sizes: dict[str, int] = {}
     for raw, value in engine_args.items():
         key = flag_key(raw)
@@ -215,9 +216,17 @@ def check_gpus(model: str, engine_args: Mapping[str, Any], gpus: int) -> list[st
             return [f"model {model}: --{key} {value!r} is not a whole number of 1 or more"]
         sizes[key] = number
     used = math.prod(sizes.values())
+    product = " x ".join(k for k in PARALLEL_FLAGS if k in sizes or k != "data-parallel-size")
+    if nodes > 1:
+        if gpus <= 0 or used == gpus * nodes:
+            return []
+        return [
+            f"model {model}: {product} is {used} but the group has {nodes} nodes x {gpus} GPU(s) = {gpus * nodes}; "
+            f"use tensor-parallel-size {gpus} and pipeline-parallel-size {nodes} (the defaults for nodes), or "
+            "change gpus or nodes"
+        ]
     if gpus <= 0 or used == gpus:
         return []
-    product = " x ".join(k for k in PARALLEL_FLAGS if k in sizes or k != "data-parallel-size")
     if used > gpus:
         return [
             f"model {model}: {product} is {used} but only {gpus} GPU(s) are requested; set gpus: {used} or lower "

@@ -183,6 +183,7 @@ def test_harness_up_is_idempotent_and_down_leaves_no_process(tmp_path: Path, kub
             "kube-controller-manager.pid",
             "kube-scheduler.pid",
             "kwok.pid",
+            "lws-manager.pid",
         }
         second = subprocess.run([*sh, "up"], env=env, check=True, capture_output=True, text=True, timeout=60)
         assert "already running" in second.stderr
