@@ -33,3 +33,11 @@ def namespace(kubectl: Kubectl):
     kubectl.run("create", "namespace", name)
     yield name
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture()
+def base_vars(namespace: str, kubectl: Kubectl):
+    """The namespace and a PV name of its own (PVs are cluster-scoped); the PV is removed afterwards."""
+    pv = f"fsx-{namespace}"
+    yield {"vllm_namespace": namespace, "storage_pv_name": pv}
+    kubectl.run("delete", "pv", pv, "--ignore-not-found", "--wait=false", check=False)

@@ -60,14 +60,6 @@ def report_timings(request):
             reporter.write_line(f"  {name:<44} {seconds:6.2f} s")
 
 
-@pytest.fixture()
-def base_vars(namespace: str, kubectl: Kubectl):
-    """The namespace and a PV name of its own (PVs are cluster-scoped); the PV is removed afterwards."""
-    pv = f"fsx-{namespace}"
-    yield {"vllm_namespace": namespace, "storage_pv_name": pv}
-    kubectl.run("delete", "pv", pv, "--ignore-not-found", "--wait=false", check=False)
-
-
 def timed(label: str, playbook: str, kubeconfig: str, extra: dict, *args: str, check: bool = True):
     start = time.monotonic()
     proc = run_playbook(playbook, kubeconfig, extra, *args, check=check)

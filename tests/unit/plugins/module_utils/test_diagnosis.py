@@ -889,3 +889,46 @@ def test_loop_timeout_names_what_it_still_waited_for():
     assert result.finding.reason == "timeout"
     assert "still waiting for deployment mistral (Progressing)" in result.finding.message
     assert result.polls == 31
+
+
+def group(ready: int = 0, available: bool = False) -> dict:
+    """A LeaderWorkerSet as its controller reports it (sigs.k8s.io/lws v0.8.0 status and conditions)."""
+    conditions = [{"type": "Available", "status": "True" if available else "False"}]
+    return {
+        "metadata": {"name": "big-lws", "namespace": NS, "generation": 1},
+        "spec": {"replicas": 1, "leaderWorkerTemplate": {"size": 2}},
+        "status": {"readyReplicas": ready, "updatedReplicas": 1, "replicas": 1, "conditions": conditions},
+    }
+
+
+def group_pod(index: str, status: dict, gpus: str = "4") -> dict:
+    pod = server_pod(status, spec=server_pod_spec(gpus=gpus), name="big-lws-0" + ("" if index == "0" else f"-{index}"))
+    pod["metadata"]["labels"] = {"leaderworkerset.sigs.k8s.io/name": "big-lws", WORKER_INDEX: index}
+    pod["metadata"]["ownerReferences"] = [{"kind": "StatefulSet", "name": "big-lws", "uid": "sts-uid"}]
+    return pod
+
+
+WORKER_INDEX = "leaderworkerset.sigs.k8s.io/worker-index"
+GROUP_TARGETS = {"deployments": [], "jobs": [], "pvcs": [], "leaderworkersets": ["big-lws"]}
+
+
+def test_a_group_is_done_when_its_set_is_available_and_ready():
+    ready = snap(targets=GROUP_TARGETS, deployments=[], leaderworkersets=[group(ready=1, available=True)])
+    assert progress(ready)["done"] and progress(ready)["leaderworkersets"]["big-lws"]["ready"] == "1/1"
+    waiting = snap(targets=GROUP_TARGETS, deployments=[], leaderworkersets=[group()])
+    assert not progress(waiting)["done"] and diagnose(waiting) is None
+
+
+def test_a_worker_that_cannot_be_scheduled_is_the_groups_finding():
+    leader = group_pod("0", running(ready=False, started_ago=5))
+    unschedulable = unschedulable_status("0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")
+    worker = group_pod("1", unschedulable, gpus="8")
+    finding = diagnose(snap(targets=GROUP_TARGETS, deployments=[], leaderworkersets=[group()], pods=[leader, worker]))
+    assert finding is not None and finding.object == "Pod/big-lws-0-1"
+    assert finding.reason == "unschedulable_no_capacity" and "8 nvidia.com/gpu" in finding.message
+
+
+def test_a_missing_set_is_named_after_the_grace():
+    late = snap(targets=GROUP_TARGETS, deployments=[], leaderworkersets=[], started=NOW - 3600)
+    finding = diagnose(late)
+    assert finding.reason == "not_found" and finding.object == "LeaderWorkerSet/big-lws"
