@@ -77,6 +77,34 @@ _HF_403 = re.compile(r"\b403\b|Forbidden|awaiting a review|not in the authorized
 _SECRET_LIKE = re.compile(r"\b(hf_[A-Za-z0-9]{16,}|Bearer\s+[A-Za-z0-9._\-]{16,})")
 # Known vLLM start-up failures, with the fix in a few words.
 _CRASH_HINTS = (
+    # A group across nodes (LeaderWorkerSet), in vLLM's words: the Ray backend's placement group wait and its end
+    # (vllm 0.9.0 executor/ray_utils.py:231-246, 0.33.0 v1/executor/ray_utils.py:223-262), a worker lost
+    # (0.33.0 v1/executor/multiproc_executor.py:380-385, ray_executor_v2.py:466-525), an image without Ray
+    # (0.33.0 ray_utils.py:49-51, 0.9.0 config.py:1859-1862), one IP for two nodes (0.9.0
+    # executor/ray_distributed_executor.py:322-328), a group vLLM does not see as one (0.33.0 config/parallel.py).
+    (
+        re.compile(r"Cannot provide a placement group|Waiting for creating a placement group"),
+        "the group's Ray cluster lacks GPUs: a worker pod did not join the leader (see its log; it must reach "
+        "$LWS_LEADER_ADDRESS:6379) or tensor x pipeline parallel exceeds gpus x nodes",
+    ),
+    (
+        re.compile(r"Worker proc \S+ died unexpectedly|RayWorkerProc rank=\S+ died|Ray workers have not started"),
+        "a worker of the group died: LeaderWorkerSet recreates the group; the worker pod's log says why",
+    ),
+    (
+        re.compile(r"Failed to import Ray|Unable to load Ray|ray: not found"),
+        "the image has no Ray (vLLM images from 0.18 lack it): use a vLLM release with --nnodes, where the "
+        "collection runs the group without Ray, or an image with ray installed",
+    ),
+    (
+        re.compile(r"Every node should have a unique IP address"),
+        "Ray saw two nodes with one IP address: leave VLLM_HOST_IP unset (or unique per pod)",
+    ),
+    (
+        re.compile(r"World size \(\d+\) is larger than the number of available GPUs"),
+        "vLLM sees more parallelism than this node's GPUs and no group: give the model nodes (a LeaderWorkerSet) "
+        "or lower tensor/pipeline parallel to the node's GPUs",
+    ),
     (
         re.compile(r"CUDA out of memory|OutOfMemoryError", re.IGNORECASE),
         "GPU memory is exhausted: lower --max-model-len or --max-num-seqs, or spread the model over more GPUs "

@@ -932,3 +932,29 @@ def test_a_missing_set_is_named_after_the_grace():
     late = snap(targets=GROUP_TARGETS, deployments=[], leaderworkersets=[], started=NOW - 3600)
     finding = diagnose(late)
     assert finding.reason == "not_found" and finding.object == "LeaderWorkerSet/big-lws"
+
+
+@pytest.mark.parametrize(
+    ("line", "hint"),
+    [
+        (  # vllm 0.9.0 executor/ray_utils.py:243-246
+            "ValueError: Cannot provide a placement group of placement_group_specs=[{'GPU': 1.0, 'node:10.0.0.1': "
+            "0.001}, {'GPU': 1.0}] within 1800 seconds. See `ray status` and `ray list nodes` to make sure the "
+            "cluster has enough resources.",
+            "a worker pod did not join the leader",
+        ),
+        (  # vllm 0.33.0 v1/executor/multiproc_executor.py:380-385
+            "ERROR Worker proc VllmWorker-1 died unexpectedly (exit code: 1), shutting down executor.",
+            "a worker of the group died",
+        ),
+        ("/bin/sh: 1: ray: not found", "the image has no Ray"),
+    ],
+)
+def test_a_leader_crashing_for_its_group_gets_the_groups_cause(line, hint):
+    leader = group_pod("0", crash_status())
+    logs = {f"{leader['metadata']['name']}/vllm": {"lines": [line], "error": None}}
+    finding = diagnose(
+        snap(targets=GROUP_TARGETS, deployments=[], leaderworkersets=[group()], pods=[leader], logs=logs)
+    )
+    assert finding.reason == "crash_loop" and finding.object == "Pod/big-lws-0"
+    assert hint in finding.message
