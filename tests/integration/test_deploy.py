@@ -356,6 +356,18 @@ PREFLIGHT_CASES = {
         {"storage_csi_driver": "fsx.csi.llmops.invalid"},
         "CSIDriver fsx.csi.llmops.invalid is not installed",
     ),
+    "autoscaler-on-a-model-across-nodes": (
+        {"vllm_models": [{"name": "big", "nodes": 2, "gpus": 4, "autoscaling": {"kind": "hpa"}}]},
+        "autoscaling a model across nodes (a LeaderWorkerSet) is not supported",
+    ),
+    "parallelism-not-the-groups-gpus": (
+        {"vllm_models": [{"name": "big", "nodes": 2, "gpus": 4, "engine_args": {"tensor-parallel-size": 8}}]},
+        "the group has 2 nodes x 4 GPU(s) = 8",
+    ),
+    "more-nodes-than-gpu-nodes": (
+        {"vllm_models": [{"name": "huge", "nodes": 3, "gpus": 4}]},
+        "model huge spans 3 nodes with 4 GPUs each",
+    ),
 }
 
 
@@ -373,7 +385,7 @@ def test_preflight_refuses_before_anything_is_created(case, kubectl, kubeconfig,
     assert len(failed) == 1, failed
     task, result = failed[0]
     # A check of the settings, or vllm_apply's cluster checks, which run before its first step.
-    cluster_check = result.get("reason") in ("no_gpu_nodes", "gpus_exceed_nodes", "no_csi_driver")
+    cluster_check = result.get("reason") in ("no_gpu_nodes", "gpus_exceed_nodes", "nodes_short", "no_csi_driver")
     assert short(task).startswith("Refuse") or cluster_check, f"failed in {task!r}, not in a preflight check"
     assert expected in result["msg"], result["msg"]
     assert "\n" not in result["msg"].strip(), "the preflight message should be one line"
