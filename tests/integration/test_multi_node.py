@@ -40,7 +40,7 @@ def test_two_node_model_deploys_as_one_group_and_converges(kubectl, kubeconfig, 
     # vLLM 0.9.0 (the default image) runs the group as a Ray cluster; every pod stages its own copy.
     for pod in pods:
         assert [c["name"] for c in pod["spec"]["initContainers"]] == ["model-loader"]
-        assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 4
+        assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "4"
     assert "ray start --head" in leader["spec"]["containers"][0]["args"][0]
     slices = kubectl.json("-n", ns, "get", "endpointslices", "-l", "kubernetes.io/service-name=big")["items"]
     assert [e["targetRef"]["name"] for s in slices for e in s.get("endpoints") or []] == [leader["metadata"]["name"]]
