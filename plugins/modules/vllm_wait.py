@@ -59,6 +59,14 @@ options:
     type: list
     elements: str
     default: []
+  leaderworkersets:
+    description:
+      - Names of LeaderWorkerSets (models across nodes) whose groups must all be ready; their pods get the same
+        diagnoses as a Deployment's.
+    type: list
+    elements: str
+    default: []
+    version_added: 0.2.0
   jobs:
     description:
       - Names of Jobs that must be Complete.
@@ -224,6 +232,7 @@ def argspec() -> dict:
     spec.update(
         namespace=dict(type="str", required=True),
         deployments=dict(type="list", elements="str", default=[]),
+        leaderworkersets=dict(type="list", elements="str", default=[]),
         jobs=dict(type="list", elements="str", default=[]),
         pvcs=dict(type="list", elements="str", default=[]),
         label_selector=dict(type="str"),
@@ -241,8 +250,8 @@ def main() -> None:
     # AnsibleK8SModule fails cleanly when the kubernetes library is missing.
     module = AnsibleK8SModule(module_class=AnsibleModule, argument_spec=argspec(), supports_check_mode=True)
     params = module.params
-    if not (params["deployments"] or params["jobs"] or params["pvcs"] or params["label_selector"]):
-        module.fail_json(msg="nothing to watch: give deployments, jobs, pvcs or label_selector")
+    if not any(params[k] for k in ("deployments", "leaderworkersets", "jobs", "pvcs", "label_selector")):
+        module.fail_json(msg="nothing to watch: give deployments, leaderworkersets, jobs, pvcs or label_selector")
     try:
         # Bounded: making kubernetes.core's client may ask the server its version, without a timeout of its own.
         api_client = connect({k: params.get(k) for k in AUTH_ARG_SPEC}, min(60, max(params["timeout"], 1))).api_client
@@ -264,6 +273,7 @@ def main() -> None:
         deployments=params["deployments"],
         jobs=params["jobs"],
         pvcs=params["pvcs"],
+        leaderworkersets=params["leaderworkersets"],
         label_selector=params["label_selector"],
         settings=settings,
         poll_interval=params["poll_interval"],
