@@ -248,7 +248,8 @@ def _multi_node(spec: Mapping[str, Any], view: ReleaseView | None) -> dict[str, 
     From the release that has ``--nnodes`` and ``--headless`` (0.11.2 in the catalogues), vLLM runs across nodes
     without Ray: every pod runs the same arguments with its ``--node-rank``, the workers ``--headless``, the
     leader's address as ``--master-addr`` (vllm 0.33.0 config/parallel.py: nnodes > 1 takes the mp backend;
-    since 0.12.0 Ray is no longer chosen on its own, and since 0.18.0 it is not a dependency of the wheel).
+    since 0.11.2 Ray is no longer chosen on its own (0.11.2 config/parallel.py:560-570), and since 0.18.0 it is not a
+    dependency of the wheel).
     Before, the group is a Ray cluster (vLLM's LWS example: ``ray start --head`` on the leader, ``ray start
     --address=<leader>:6379 --block`` on the workers) and vLLM runs on the leader with the Ray backend, which
     waits up to 1800 s for the group's GPUs (vllm 0.9.0 executor/ray_utils.py PG_WAIT_TIMEOUT).

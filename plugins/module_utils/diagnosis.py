@@ -81,7 +81,8 @@ _CRASH_HINTS = (
     # (vllm 0.9.0 executor/ray_utils.py:231-246, 0.33.0 v1/executor/ray_utils.py:223-262), a worker lost
     # (0.33.0 v1/executor/multiproc_executor.py:380-385, ray_executor_v2.py:466-525), an image without Ray
     # (0.33.0 ray_utils.py:49-51, 0.9.0 config.py:1859-1862), one IP for two nodes (0.9.0
-    # executor/ray_distributed_executor.py:322-328), a group vLLM does not see as one (0.33.0 config/parallel.py).
+    # executor/ray_distributed_executor.py:322-328), a group vLLM does not see as one (0.33.0 config/parallel.py,
+    # 0.11.2 config/parallel.py:566-570).
     (
         re.compile(r"Cannot provide a placement group|Waiting for creating a placement group"),
         "the group's Ray cluster lacks GPUs: a worker pod did not join the leader (see its log; it must reach "
@@ -101,7 +102,10 @@ _CRASH_HINTS = (
         "Ray saw two nodes with one IP address: leave VLLM_HOST_IP unset (or unique per pod)",
     ),
     (
-        re.compile(r"World size \(\d+\) is larger than the number of available GPUs"),
+        re.compile(
+            r"World size \(\d+\) is larger than the number of available GPUs"
+            r"|Tensor parallel size \(\d+\) cannot be larger than the number of available GPUs"
+        ),
         "vLLM sees more parallelism than this node's GPUs and no group: give the model nodes (a LeaderWorkerSet) "
         "or lower tensor/pipeline parallel to the node's GPUs",
     ),

@@ -73,7 +73,7 @@ def test_two_node_model_deploys_as_one_group_and_converges(kubectl, kubeconfig, 
 )
 def test_the_group_recipe_follows_the_vllm_release(kubeconfig, tmp_path, image, leader_tail, worker):
     """Ray before the release with --nnodes/--headless (vLLM's own LWS example); multiprocessing from it (vLLM
-    stopped choosing Ray by itself in 0.12.0 and dropped it from its wheel in 0.18.0)."""
+    stopped choosing Ray by itself in 0.11.2 and dropped it from its wheel in 0.18.0)."""
     objects = render(kubeconfig, {"vllm_models": [{**BIG, "image": image}]}, tmp_path / "render")
     group = next(o for o in objects if o["kind"] == "LeaderWorkerSet")
     template = group["spec"]["leaderWorkerTemplate"]

@@ -948,6 +948,10 @@ def test_a_missing_set_is_named_after_the_grace():
             "a worker of the group died",
         ),
         ("/bin/sh: 1: ray: not found", "the image has no Ray"),
+        (  # vllm 0.11.2 config/parallel.py:566-570, with tensor x pipeline over one node's GPUs and no --nnodes
+            "ValueError: Tensor parallel size (8) cannot be larger than the number of available GPUs (4).",
+            "vLLM sees more parallelism than this node's GPUs",
+        ),
     ],
 )
 def test_a_leader_crashing_for_its_group_gets_the_groups_cause(line, hint):
