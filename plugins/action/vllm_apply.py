@@ -10,6 +10,7 @@ The documentation is in plugins/modules/vllm_apply.py.
 
 from __future__ import annotations
 
+import time
 import typing as t
 
 import yaml
@@ -137,6 +138,8 @@ def _cluster_checks(kube: Kube, checks: t.Mapping[str, t.Any]) -> dict[str, t.An
     return found
 
 
+# A throttled report (429, as a just-started API server answers for a few seconds) is read again, this many times.
+REPORT_ATTEMPTS, REPORT_BACKOFF_S = 3, 2.0
 # How to get each optional kind the collection renders, for the refusal when the cluster lacks it.
 INSTALL = {
     "LeaderWorkerSet": "install LeaderWorkerSet (kubectl apply --server-side -f "
@@ -186,18 +189,23 @@ def _startup(kube: Kube, wait: t.Mapping[str, t.Any], result: dict[str, t.Any]) 
     server that just started answers 429 for a few seconds) is a warning, never the step's failure."""
     from ansible_collections.llmops.vllm.plugins.module_utils.startup_report import gather
 
-    kube.restart_deadline()
-    try:
-        return gather(
-            kube,
-            wait["namespace"],
-            deployments=wait["deployments"],
-            jobs=wait["jobs"],
-            leaderworkersets=wait["leaderworkersets"],
-        )
-    except (ApiError, ApiUnavailable) as exc:
-        result.setdefault("warnings", []).append(f"start-up report in {wait['namespace']}: not read ({exc})")
-        return {"pods": [], "jobs": [], "table": [], "slowest": None}
+    for attempt in range(REPORT_ATTEMPTS):
+        kube.restart_deadline()
+        try:
+            return gather(
+                kube,
+                wait["namespace"],
+                deployments=wait["deployments"],
+                jobs=wait["jobs"],
+                leaderworkersets=wait["leaderworkersets"],
+            )
+        except (ApiError, ApiUnavailable) as exc:
+            throttled = isinstance(exc, ApiError) and exc.status == 429
+            if throttled and attempt + 1 < REPORT_ATTEMPTS:
+                time.sleep(REPORT_BACKOFF_S)
+                continue
+            result.setdefault("warnings", []).append(f"start-up report in {wait['namespace']}: not read ({exc})")
+    return {"pods": [], "jobs": [], "table": [], "slowest": None}
 
 
 def _diff(entry: t.Mapping[str, t.Any]) -> dict[str, str]:

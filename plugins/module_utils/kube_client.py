@@ -117,6 +117,8 @@ class Kube:
                 return None
             raise _status_error(exc) from None
         except Exception as exc:  # noqa: BLE001 - urllib3/ssl/socket: the transport failed, one line
+            if _throttled(exc):
+                raise ApiError(429, "TooManyRequests", THROTTLED) from None
             raise self._unavailable(_cause(exc), _timed_out(exc) or self.clock() >= self.deadline) from None
         if text:
             return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data or "")
@@ -194,6 +196,15 @@ class Kube:
         """Delete one object; False when it was already gone."""
         query = [("propagationPolicy", propagation)] + ([("dryRun", "All")] if dry_run else [])
         return self.request("DELETE", self.object_path(obj), query=query, missing_ok=True) is not None
+
+
+THROTTLED = "the API server kept answering 429 Too Many Requests (it asked the client to slow down), also after retries"
+
+
+def _throttled(exc: BaseException) -> bool:
+    """urllib3 gave up after the Retry-After retries of 429 answers: throttling (a busy or just-started API server),
+    not an unreachable one."""
+    return "too many 429 error responses" in str(getattr(exc, "reason", "") or exc)
 
 
 def _timed_out(exc: BaseException) -> bool:

@@ -184,3 +184,24 @@ def test_the_server_is_read_from_the_kubeconfig_as_kubernetes_core_reads_it(tmp_
     assert kc.api_server(context="dev") == "https://dev.example:6443"
     assert kc.api_server(host="https://given:1") == "https://given:1"
     assert kc.api_server(str(tmp_path / "missing")) is None
+
+
+def test_an_api_server_that_keeps_answering_429_is_throttling_not_unreachable():
+    """urllib3 retries 429 answers by their Retry-After and then gives up with a MaxRetryError: that is an API server
+    asking to slow down (one that just started does for a few seconds), an ApiError 429, not "no answer"."""
+    import urllib3
+
+    class Dynamic:
+        client = type(
+            "C", (), {"configuration": type("Cfg", (), {"host": "https://api.example:6443"})(), "rest_client": None}
+        )()
+
+        def request(self, *args, **kwargs):
+            raise urllib3.exceptions.MaxRetryError(
+                None, "/api/v1/pods", urllib3.exceptions.ResponseError("too many 429 error responses")
+            )
+
+    kube = kc.Kube(Dynamic())
+    with pytest.raises(kc.ApiError) as raised:
+        kube.request("GET", "/api/v1/namespaces/default/pods")
+    assert raised.value.status == 429 and "429 Too Many Requests" in raised.value.message
