@@ -57,8 +57,12 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.llmops.vllm.plugins.module_utils.sizing import parse_quantity
-from ansible_collections.llmops.vllm.plugins.plugin_utils._engine_arg_check import check_env
-from ansible_collections.llmops.vllm.plugins.plugin_utils._engine_args import engine_arg_list, merge_engine_args
+from ansible_collections.llmops.vllm.plugins.plugin_utils._engine_arg_check import PARALLEL_FLAGS, check_env
+from ansible_collections.llmops.vllm.plugins.plugin_utils._engine_args import (
+    engine_arg_list,
+    flag_key,
+    merge_engine_args,
+)
 from ansible_collections.llmops.vllm.plugins.plugin_utils._vllm_release import (
     ReleaseView,
     adapt_defaults,
@@ -213,7 +217,8 @@ def resolve(entry: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, 
         # Tensor parallel over a node's GPUs, pipeline parallel over the nodes; what the entry says wins (the
         # preflight checks that tensor × pipeline is the group's GPUs).
         parallel = {"tensor-parallel-size": spec["gpus"], "pipeline-parallel-size": nodes}
-        engine_args = merge_engine_args(engine_args, {**parallel, **_user_parallel(spec["user_engine_args"])})
+        own = {k: v for k, v in spec["user_engine_args"].items() if flag_key(k) in PARALLEL_FLAGS}
+        engine_args = merge_engine_args(merge_engine_args(engine_args, parallel), own)
     spec["engine_args"] = merge_engine_args(head, engine_args)
     spec["args"] = engine_arg_list(spec["engine_args"], view.negatable() if view else frozenset())
     spec["multi_node"] = _multi_node(spec, view) if isinstance(nodes, int) and nodes > 1 else {}
@@ -234,12 +239,6 @@ def resolve(entry: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, 
     spec["working_memory_bytes"] = _quantity_or_none(spec.get("working_memory") or 0)
     spec["files"] = [str(f) for f in (spec.get("hf_files") or [])]
     return spec
-
-
-def _user_parallel(user_args: Mapping[str, Any]) -> dict[str, Any]:
-    """The parallel sizes the entry sets itself, under any spelling."""
-    wanted = {"tensor-parallel-size", "pipeline-parallel-size", "tensor_parallel_size", "pipeline_parallel_size"}
-    return {k.replace("_", "-"): v for k, v in user_args.items() if k.lstrip("-") in wanted}
 
 
 def _multi_node(spec: Mapping[str, Any], view: ReleaseView | None) -> dict[str, Any]:

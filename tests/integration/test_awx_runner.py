@@ -16,10 +16,9 @@ import uuid
 from pathlib import Path
 
 import ansible_runner
-import pytest
 import yaml
 from ansible_collections.llmops.vllm.tests.vllm_fake_server import FakeVLLM, FakeVLLMConfig
-from cluster_helpers import BIN, ROOT, Kubectl
+from cluster_helpers import BIN, ROOT
 
 HF_TOKEN = "hf_awxRunnerToken" + uuid.uuid4().hex
 API_KEY = "sk-awx-" + uuid.uuid4().hex
@@ -75,15 +74,8 @@ def ok_results(runner: ansible_runner.Runner, task_part: str) -> list[dict]:
     ]
 
 
-@pytest.fixture()
-def namespace_vars(namespace: str, kubectl: Kubectl):
-    pv = f"fsx-{namespace}"
-    yield {"vllm_namespace": namespace, "storage_pv_name": pv}
-    kubectl.run("delete", "pv", pv, "--ignore-not-found", "--wait=false", check=False)
-
-
-def test_deploy_and_teardown_from_awx_carry_results_and_never_the_token(tmp_path, kubeconfig, kubectl, namespace_vars):
-    survey = {**namespace_vars, "vllm_server_replicas": 1, "vllm_server_load_strategy": "ram_copy"}
+def test_deploy_and_teardown_from_awx_carry_results_and_never_the_token(tmp_path, kubeconfig, kubectl, base_vars):
+    survey = {**base_vars, "vllm_server_replicas": 1, "vllm_server_load_strategy": "ram_copy"}
     job = awx_job(
         tmp_path / "deploy", kubeconfig, survey, {"model_download_hf_token": HF_TOKEN}, "playbooks/deploy.yml"
     )
@@ -94,13 +86,13 @@ def test_deploy_and_teardown_from_awx_carry_results_and_never_the_token(tmp_path
     [served] = ok_results(job, "Apply the servers, Services")
     assert "Deployment/mistral" in {o["object"] for step in served["steps"] for o in step["objects"]}
     assert served["steps"][0]["startup"]["pods"], "the start-up timeline travels in the event"
-    secret = kubectl.json("-n", namespace_vars["vllm_namespace"], "get", "secret", "hf-token")
+    secret = kubectl.json("-n", base_vars["vllm_namespace"], "get", "secret", "hf-token")
     assert base64.b64decode(secret["data"]["token"]).decode() == HF_TOKEN
     assert secret_hits(tmp_path / "deploy" / "job" / "artifacts", HF_TOKEN) == []
 
-    down = awx_job(tmp_path / "down", kubeconfig, namespace_vars, {}, "playbooks/teardown.yml")
+    down = awx_job(tmp_path / "down", kubeconfig, base_vars, {}, "playbooks/teardown.yml")
     assert down.status == "successful", down.stdout.read()[-3000:]
-    assert not kubectl.exists("-n", namespace_vars["vllm_namespace"], "deployment", "mistral")
+    assert not kubectl.exists("-n", base_vars["vllm_namespace"], "deployment", "mistral")
 
 
 def test_a_refused_deploy_carries_the_reason_in_its_event(tmp_path, kubeconfig, kubectl):
