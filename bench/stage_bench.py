@@ -34,12 +34,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ENGINE_PATH = ROOT / "plugins" / "module_utils" / "model_stage.py"
+# The engine is a package directory, run as `python3 <dir>` as the init container does.
+ENGINE_PATH = ROOT / "plugins" / "module_utils" / "model_stage"
 FACTORY_PATH = ROOT / "tests" / "model_factory.py"
 
 
 def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
+    package = [str(path)] if path.is_dir() else None
+    spec = importlib.util.spec_from_file_location(
+        name, path / "__init__.py" if package else path, submodule_search_locations=package
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

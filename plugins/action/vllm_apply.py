@@ -159,18 +159,17 @@ def _gpus(node: t.Mapping[str, t.Any]) -> int:
 
 def _wait(kube: Kube, wait: t.Mapping[str, t.Any], done: dict[str, t.Any]) -> dict[str, t.Any] | None:
     """Wait for what the step left unsettled, with the diagnosis's one-line findings; the failure, or None."""
-    from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import DeploymentWatch, Settings
-
-    watch = DeploymentWatch(
-        kube.api_client,
-        wait["namespace"],
-        deployments=wait["deployments"],
-        jobs=wait["jobs"],
-        pvcs=wait["pvcs"],
-        leaderworkersets=wait["leaderworkersets"],
-        settings=Settings(startup_budget=wait["startup_budget"]),
-        poll_interval=wait["poll_interval"],
+    from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import (
+        DeploymentWatch,
+        PollTiming,
+        Settings,
+        WatchScope,
     )
+
+    kinds = ("deployments", "jobs", "pvcs", "leaderworkersets")
+    scope = WatchScope.of(wait["namespace"], **{kind: wait[kind] for kind in kinds})
+    settings = Settings(startup_budget=wait["startup_budget"])
+    watch = DeploymentWatch(kube.api_client, scope, settings, PollTiming(interval=wait["poll_interval"]))
     waited = watch.run(timeout=wait["timeout"])
     done["waited"] = {"elapsed_ms": waited.elapsed_ms, "polls": waited.polls, "states": waited.states}
     if waited.finding:

@@ -42,18 +42,7 @@ _value:
   type: dict
 """
 
-from collections.abc import Mapping
-from typing import Any
-
-
-def download_facts(jobs: list[Mapping[str, Any]], manifests: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Model directory to the facts of the manifest its Job printed, where known."""
-    facts = {}
-    for job in jobs or []:
-        manifest = (manifests or {}).get(job["name"])
-        if isinstance(manifest, Mapping) and isinstance(manifest.get("facts"), Mapping):
-            facts[job["model_dir"]] = dict(manifest["facts"])
-    return facts
+from ansible_collections.llmops.vllm.plugins.plugin_utils._download_facts import download_facts
 
 
 class FilterModule:

@@ -12,9 +12,9 @@ name: vllm_download_objects
 short_description: The objects of the download step, built by the same code as vllm_model_stage's cluster mode
 version_added: 0.1.0
 description:
-  - The staging engine's ConfigMap (the collection's C(model_stage.py)) followed by one Job per download from
-    P(llmops.vllm.vllm_download_jobs#filter), each running C(python3 /opt/llmops/model_stage.py download) onto the
-    model volume.
+  - The staging engine's ConfigMap (the collection's C(model_stage) package, a key per file) followed by one Job
+    per download from P(llmops.vllm.vllm_download_jobs#filter), each running
+    C(python3 /opt/llmops/model_stage download) onto the model volume.
   - The Jobs are built by C(plugins/module_utils/model_download.py), which M(llmops.vllm.vllm_model_stage) also uses
     for its cluster-side mode, so the role and the module create the same Job for the same model.
   - Each Job carries C(llmops.vllm/pod-template-hash), a hash of its pod template, so that a changed template
@@ -62,12 +62,8 @@ _value:
 from collections.abc import Mapping
 from typing import Any
 
-from ansible_collections.llmops.vllm.plugins.module_utils.model_download import (
-    DEFAULTS,
-    download_job,
-    engine_source,
-    stage_configmap,
-)
+from ansible_collections.llmops.vllm.plugins.module_utils.model_download import DEFAULTS, download_job
+from ansible_collections.llmops.vllm.plugins.module_utils.stage_engine import stage_configmap
 
 
 def download_objects(
@@ -76,7 +72,7 @@ def download_objects(
     """The staging engine's ConfigMap and one Job per download."""
     chosen = {key: value for key, value in dict(settings or {}).items() if key in DEFAULTS}
     name = chosen.get("stage_configmap") or DEFAULTS["stage_configmap"]
-    configmap = stage_configmap(name, namespace, engine_source())
+    configmap = stage_configmap(name, namespace)
     return [configmap] + [download_job(job, namespace, pvc, **chosen) for job in jobs]
 
 

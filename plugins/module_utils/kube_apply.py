@@ -4,7 +4,7 @@
 
 """The collection's one apply path: a step's objects server-side applied in order, explained when refused.
 
-- Server-side apply under one field manager (``kube_client.FIELD_MANAGER``); check mode is the server's dry run,
+- Server-side apply under one field manager (``names.FIELD_MANAGER``); check mode is the server's dry run,
   and objects of a namespace that does not exist yet are reported as to be created instead of dry-run.
 - Each object is read first, so the result says created / configured / unchanged and the diff is the fields that
   changed (the noise the API server writes on its own left out).
@@ -23,9 +23,9 @@ import time
 import typing as t
 
 from ansible_collections.llmops.vllm.plugins.module_utils.kube_client import ApiError, ApiUnavailable, Kube
+from ansible_collections.llmops.vllm.plugins.module_utils.names import TEMPLATE_HASH
 
 # The annotation the download Jobs carry with a hash of their pod template (model_download.download_job).
-TEMPLATE_HASH = "llmops.vllm/pod-template-hash"
 # How long a replaced object may take to go away before the step gives up.
 REPLACE_WAIT = 120.0
 

@@ -19,8 +19,8 @@ import threading
 import time
 import typing as t
 
-# The field manager of every server-side apply the collection makes; its one spelling.
-FIELD_MANAGER = "llmops-vllm"
+from ansible_collections.llmops.vllm.plugins.module_utils.names import FIELD_MANAGER
+
 # What a request may take to connect at most (the rest of the deadline is for the answer).
 CONNECT_TIMEOUT = 10.0
 

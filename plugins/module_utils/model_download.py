@@ -7,10 +7,10 @@
 
 """The model download on the cluster: its objects, and making sure a model is complete on a volume.
 
-- :func:`download_job` and :func:`stage_configmap` build the objects of the download step exactly as the
+- :func:`download_job` and :func:`stage_engine.stage_configmap` build the objects of the download step exactly as the
   ``model_download`` role builds them (its ``prepare.yml`` calls the ``vllm_download_objects`` filter, which
   calls these): the staging engine as a ConfigMap, and a Job running
-  ``python3 model_stage.py download`` onto the claim, which prints the manifest as its last log line.
+  the engine's ``download`` onto the claim, which prints the manifest as its last log line.
 - :func:`ensure_model` is ``vllm_model_stage``'s cluster-side mode: reuse the Job of that name or create it
   (through the collection's one apply path, ``kube_apply``), wait with :class:`diagnosis.DeploymentWatch` (which
   names the cause of a failure in one line), and read the manifest back from the Job's log.
@@ -24,15 +24,26 @@ import re
 import time
 import typing as t
 
-from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import DeploymentWatch, Finding, Settings
-from ansible_collections.llmops.vllm.plugins.module_utils.kube_apply import TEMPLATE_HASH, Refused, Step, unavailable
+from ansible_collections.llmops.vllm.plugins.module_utils import names
+from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import (
+    DeploymentWatch,
+    Finding,
+    PollTiming,
+    Settings,
+    WatchScope,
+)
+from ansible_collections.llmops.vllm.plugins.module_utils.kube_apply import Refused, Step, unavailable
 from ansible_collections.llmops.vllm.plugins.module_utils.kube_client import ApiError, ApiUnavailable, Kube
+from ansible_collections.llmops.vllm.plugins.module_utils.names import MODELS_MOUNT
+from ansible_collections.llmops.vllm.plugins.module_utils.stage_engine import (
+    engine_command,
+    engine_files,
+    stage_configmap,
+)
 
 # Seconds the cluster-side mode gives the API for its reads and its apply (the wait has its own timeout).
 API_TIMEOUT = 60
 CONTAINER = "model-download"
-VOLUME_ROOT = "/models"
-ENGINE_MOUNT = "/opt/llmops"
 # The model_download role's defaults, so that a Job made here is the Job deploy makes for the same model.
 DEFAULTS: dict[str, t.Any] = {
     "job_name": "model-download",
@@ -73,26 +84,11 @@ def is_repo_file(name: object) -> bool:
     return bool(text) and "," not in text and not text.startswith("/") and ".." not in text.split("/")
 
 
-def _labels(name: str, instance: str | None = None) -> dict[str, str]:
-    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "llmops.vllm"}
-    if instance:
-        labels["app.kubernetes.io/instance"] = instance
-    return labels
-
-
 def download_command(hf_repo: str, hf_revision: str, model_dir: str, files: t.Sequence[str] | None) -> list[str]:
     """The download container's command: the staging engine's ``download`` into /models/<model_dir>."""
-    command = [
-        "python3",
-        f"{ENGINE_MOUNT}/model_stage.py",
-        "download",
-        "--repo",
-        hf_repo,
-        "--revision",
-        hf_revision,
-        "--dest",
-        f"{VOLUME_ROOT}/{model_dir}",
-    ]
+    command = engine_command(
+        "download", "--repo", hf_repo, "--revision", hf_revision, "--dest", f"{MODELS_MOUNT}/{model_dir}"
+    )
     if files:
         command += ["--files", ",".join(files)]
     return command + ["--token-env", "HF_TOKEN"]
@@ -106,10 +102,10 @@ def download_job(job: t.Mapping[str, t.Any], namespace: str, pvc: str, **setting
     their ``model_download_`` prefix).
     """
     s = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
-    labels = _labels("model-download", job["name"])
+    labels = names.labels("model-download", job["name"])
     metadata: dict[str, t.Any] = {"name": job["name"], "namespace": namespace, "labels": labels}
     if job.get("models"):
-        metadata["annotations"] = {"llmops.vllm/models": ",".join(job["models"])}
+        metadata["annotations"] = {names.MODELS_ANNOTATION: ",".join(job["models"])}
     env: list[dict[str, t.Any]] = [
         {
             "name": "HF_TOKEN",
@@ -136,19 +132,19 @@ def download_job(job: t.Mapping[str, t.Any], namespace: str, pvc: str, **setting
             "resources": s["resources"],
             "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
             "volumeMounts": [
-                {"name": "models", "mountPath": VOLUME_ROOT},
-                {"name": "model-stage", "mountPath": ENGINE_MOUNT, "readOnly": True},
+                {"name": names.MODELS_VOLUME, "mountPath": MODELS_MOUNT},
+                {"name": names.ENGINE_VOLUME, "mountPath": names.ENGINE_MOUNT, "readOnly": True},
             ],
         }
     ]
     pod_spec["volumes"] = [
-        {"name": "models", "persistentVolumeClaim": {"claimName": pvc}},
-        {"name": "model-stage", "configMap": {"name": s["stage_configmap"]}},
+        {"name": names.MODELS_VOLUME, "persistentVolumeClaim": {"claimName": pvc}},
+        {"name": names.ENGINE_VOLUME, "configMap": {"name": s["stage_configmap"]}},
     ]
     template = {"metadata": {"labels": labels}, "spec": pod_spec}
     # A Job's pod template cannot change: its hash tells the apply engine (kube_apply) exactly which Jobs to replace.
     digest = hashlib.sha256(json.dumps(template, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    metadata.setdefault("annotations", {})[TEMPLATE_HASH] = digest[:16]
+    metadata.setdefault("annotations", {})[names.TEMPLATE_HASH] = digest[:16]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -168,29 +164,6 @@ def download_job(job: t.Mapping[str, t.Any], namespace: str, pvc: str, **setting
             "template": template,
         },
     }
-
-
-def stage_configmap(name: str, namespace: str, engine_source: str) -> dict[str, t.Any]:
-    """The ConfigMap that carries the staging engine (``model_stage.py``) into download and init containers."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": namespace, "labels": _labels("model-stage")},
-        "data": {"model_stage.py": engine_source},
-    }
-
-
-def engine_source() -> str:
-    """The text of the staging engine this collection ships, also from inside an AnsiballZ payload."""
-    from ansible_collections.llmops.vllm.plugins.module_utils import model_stage
-
-    loader = getattr(model_stage, "__loader__", None)
-    source = loader.get_source(model_stage.__name__) if loader and hasattr(loader, "get_source") else None
-    if source is None:
-        with open(model_stage.__file__, encoding="utf-8") as handle:
-            source = handle.read()
-    # Ansible's collection loader in the controller returns bytes; a zipimporter (AnsiballZ) returns text.
-    return source.decode("utf-8") if isinstance(source, bytes) else source
 
 
 def check_request(params: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
@@ -279,7 +252,7 @@ def ensure_model(
     check_mode: bool = False,
     poll_interval: float = 1.0,
     settings: Settings | None = None,
-    source: t.Callable[[], str] = engine_source,
+    source: t.Callable[[], t.Mapping[str, str]] = engine_files,
 ) -> dict[str, t.Any]:
     """Make sure the model of ``request`` (from :func:`check_request`) is complete on its volume.
 
@@ -293,9 +266,8 @@ def ensure_model(
     name = spec["name"]
     settings = settings or Settings(missing_grace=float("inf") if check_mode else 60)
     kube = Kube(dynamic, timeout=API_TIMEOUT)
-    watch = DeploymentWatch(
-        kube.api_client, namespace, jobs=[name], pvcs=[pvc], settings=settings, poll_interval=poll_interval
-    )
+    scope = WatchScope.of(namespace, jobs=[name], pvcs=[pvc])
+    watch = DeploymentWatch(kube.api_client, scope, settings, PollTiming(interval=poll_interval))
     job = download_job(spec, namespace, pvc, **request["settings"])
     result: dict[str, t.Any] = {
         "changed": False,

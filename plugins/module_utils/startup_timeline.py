@@ -14,7 +14,7 @@ Phases of a server pod, in the order a kubelet runs them:
   ``involvedObject.fieldPath``, ``spec.initContainers{name}``/``spec.containers{name}``, pkg/kubelet/container/ref.go).
   Events live one hour by default (kube-apiserver ``--event-ttl``): older pods' pulls cannot be known.
 - ``staging``: the staging init container's start -> finish (its container state), with the bytes and rate of the
-  engine's ``RESULT`` line (model_stage.py) when its log is still readable.
+  engine's ``RESULT`` line (the model_stage CLI) when its log is still readable.
 - ``model_load``: the vLLM container's start -> the pod's Ready condition (to the readiness check that passed).
 - ``first_token``: the probe's time to first token, when a probe ran.
 
@@ -27,8 +27,7 @@ import datetime as dt
 import re
 import typing as t
 
-from ansible_collections.llmops.vllm.plugins.module_utils.model_stage import result_from_log
-from ansible_collections.llmops.vllm.plugins.module_utils.sizing import format_si_bytes
+from ansible_collections.llmops.vllm.plugins.module_utils.model_stage import format_si_bytes, result_from_log
 
 PHASES = ("node", "image_pull", "staging", "model_load", "first_token")
 TITLES = {

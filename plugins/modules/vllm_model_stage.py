@@ -31,7 +31,7 @@ description:
   - Runs on the host that sees the files (the control node, or a host that mounts the file system).
   - "Cluster-side mode: with O(pvc) instead of O(src), makes sure the model is complete on that volume of the
     cluster, through the same download Job the C(llmops.vllm.model_download) role runs (the staging engine in
-    the ConfigMap O(stage_configmap), running C(model_stage.py download) onto the claim). A Job named O(job_name)
+    the ConfigMap O(stage_configmap), running the engine's C(download) onto the claim). A Job named O(job_name)
     that is Complete is reused (RV(changed=false)); a running one is waited for; without one, the ConfigMap and the
     Job are created by server-side apply (field manager C(llmops-vllm)) and waited for. The result carries the
     manifest the Job printed as the last line of its log, so both modes report the same RV(manifest)."

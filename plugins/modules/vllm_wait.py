@@ -222,7 +222,12 @@ from ansible_collections.kubernetes.core.plugins.module_utils.ansiblemodule impo
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
-from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import DeploymentWatch, Settings
+from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import (
+    DeploymentWatch,
+    PollTiming,
+    Settings,
+    WatchScope,
+)
 from ansible_collections.llmops.vllm.plugins.module_utils.kube_client import ApiUnavailable, connect, unreachable
 
 
@@ -267,17 +272,12 @@ def main() -> None:
         # In check mode missing objects are the ones the checked run would create.
         missing_grace=float("inf") if module.check_mode else 60,
     )
-    watch = DeploymentWatch(
-        api_client,
+    scope = WatchScope.of(
         params["namespace"],
-        deployments=params["deployments"],
-        jobs=params["jobs"],
-        pvcs=params["pvcs"],
-        leaderworkersets=params["leaderworkersets"],
-        label_selector=params["label_selector"],
-        settings=settings,
-        poll_interval=params["poll_interval"],
+        params["label_selector"],
+        **{kind: params[kind] for kind in ("deployments", "jobs", "pvcs", "leaderworkersets")},
     )
+    watch = DeploymentWatch(api_client, scope, settings, PollTiming(interval=params["poll_interval"]))
     result = watch.run(timeout=params["timeout"], once=module.check_mode)
     common = dict(changed=False, elapsed_ms=result.elapsed_ms, polls=result.polls, states=result.states)
     if result.finding:

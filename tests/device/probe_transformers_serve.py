@@ -1,8 +1,9 @@
-"""Run the endpoint probe (plugins/module_utils/endpoint_probe.py) against a running `transformers serve`.
+"""Run the endpoint probe (plugins/module_utils/endpoint_probe/) against a running `transformers serve`.
 
 Every check and the load mode, in several runs (the model found through ``GET /v1/models``, then named, with
 each tool_choice), a table of the results, and what the server answers on the paths the probe reads (raw, for
-telling the probe's findings from the server's quirks). Standard library only; the probe is imported by path.
+telling the probe's findings from the server's quirks). Standard library only; the probe package is imported
+from this checkout under its collection name, without Ansible.
 
     python tests/device/probe_transformers_serve.py --url http://127.0.0.1:8000 --model llmops/tiny-mistral \
         --json out/probe_results.json
@@ -11,25 +12,34 @@ telling the probe's findings from the server's quirks). Standard library only; t
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
-import importlib.util
+import importlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ENGINE = os.path.join(HERE, "..", "..", "plugins", "module_utils", "endpoint_probe.py")
+ENGINE = os.path.join(HERE, "..", "..", "plugins", "module_utils", "endpoint_probe")
 
 
 def load_engine(path: str = ENGINE):
-    spec = importlib.util.spec_from_file_location("endpoint_probe", os.path.abspath(path))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["endpoint_probe"] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
+    """The engine package at ``path`` (``<checkout>/plugins/module_utils/endpoint_probe``). Its modules import each
+    other as ``ansible_collections.llmops.vllm...``: a temporary ``ansible_collections/llmops/vllm`` link to the
+    checkout makes those names resolve."""
+    checkout = os.path.abspath(os.path.join(path, "..", "..", ".."))
+    layout = tempfile.mkdtemp(prefix="probe-engine-")
+    atexit.register(shutil.rmtree, layout, True)
+    link = os.path.join(layout, "ansible_collections", "llmops", "vllm")
+    os.makedirs(os.path.dirname(link))
+    os.symlink(checkout, link, target_is_directory=True)
+    sys.path.insert(0, layout)
+    return importlib.import_module("ansible_collections.llmops.vllm.plugins.module_utils.endpoint_probe")
 
 
 def settings(engine, cls_name: str, **values):
@@ -157,7 +167,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--model", help="the id the server serves (for the runs that name it)")
-    parser.add_argument("--engine", default=ENGINE, help="path of endpoint_probe.py")
+    parser.add_argument("--engine", default=ENGINE, help="path of the endpoint_probe package")
     parser.add_argument("--wait", type=float, default=300.0, help="wait_timeout (readiness), seconds")
     parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=4)

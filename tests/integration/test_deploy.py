@@ -12,12 +12,14 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+from ansible_collections.llmops.vllm.tests import model_factory as mf
 from cluster_helpers import BIN, ROOT, Kubectl, run_playbook
 
 TIMINGS: list[tuple[str, float]] = []
@@ -471,14 +473,15 @@ def test_render_with_defaults_reproduces_the_workshop(tmp_path):
     job = by_kind(objects, "Job")["model-download"]
     container = job["spec"]["template"]["spec"]["containers"][0]
     cmd = container["command"]
-    assert cmd[:3] == ["python3", "/opt/llmops/model_stage.py", "download"]
+    assert cmd[:3] == ["python3", "/opt/llmops/model_stage", "download"]
     assert cmd[cmd.index("--repo") + 1] == "mistralai/Mistral-7B-Instruct-v0.3"
     assert cmd[cmd.index("--dest") + 1] == "/models/mistral-7b-v0-3"
     assert cmd[cmd.index("--files") + 1].split(",") == SEED_FILES
     assert cmd[cmd.index("--token-env") + 1] == "HF_TOKEN"
     assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "hf-token"
-    engine = by_kind(objects, "ConfigMap")["llmops-model-stage"]["data"]["model_stage.py"]
-    assert engine == (ROOT / "plugins" / "module_utils" / "model_stage.py").read_text()
+    engine = by_kind(objects, "ConfigMap")["llmops-model-stage"]["data"]
+    package = ROOT / "plugins" / "module_utils" / "model_stage"
+    assert engine == {path.name: path.read_text() for path in package.glob("*.py")}
 
     deployment = by_kind(objects, "Deployment")["mistral"]
     assert deployment["metadata"]["labels"]["model"] == "mistral7b"
@@ -492,7 +495,7 @@ def test_render_with_defaults_reproduces_the_workshop(tmp_path):
     assert init["resources"]["requests"] == {"cpu": 6, "memory": "32Gi"} == init["resources"]["limits"]
     assert init["command"][:7] == [
         "python3",
-        "/opt/llmops/model_stage.py",
+        "/opt/llmops/model_stage",
         "stage",
         "--src",
         "/models/mistral-7b-v0-3",
@@ -511,6 +514,8 @@ def test_render_with_defaults_reproduces_the_workshop(tmp_path):
     assert vllm["readinessProbe"]["httpGet"]["path"] == "/v1/models"
     assert vllm["livenessProbe"]["httpGet"]["path"] == "/health"
 
+    run_init_container_from_its_configmap(pod, by_kind(objects, "ConfigMap")["llmops-model-stage"], tmp_path)
+
     service = by_kind(objects, "Service")["mistral"]
     assert service["metadata"]["annotations"] == {
         "prometheus.io/scrape": "true",
@@ -528,6 +533,46 @@ def test_render_with_defaults_reproduces_the_workshop(tmp_path):
         "Deployment",
         "Service",
     }
+
+
+def mount_configmap(configmap: dict, where: Path) -> None:
+    """The ConfigMap as the kubelet mounts it: a timestamped directory, ``..data`` pointing at it, and one symbolic
+    link per key into ``..data`` (kubernetes v1.35.4 pkg/volume/util/atomic_writer.go)."""
+    payload = where / "..2026_11_30_00_00_00.000000001"
+    payload.mkdir(parents=True)
+    for key, text in configmap["data"].items():
+        (payload / key).write_text(text)
+        (where / key).symlink_to(Path("..data") / key)
+    (where / "..data").symlink_to(payload.name)
+
+
+def run_init_container_from_its_configmap(pod: dict, configmap: dict, tmp_path: Path) -> None:
+    """Run the rendered init container's command here, its volumes mapped to directories: the engine it runs is the
+    ConfigMap's files as mounted, the source a generated model on the 'model volume'."""
+    (init,) = pod["initContainers"]
+    mounts = {m["mountPath"]: tmp_path / "volumes" / m["name"] for m in init["volumeMounts"]}
+    mount_configmap(configmap, mounts["/opt/llmops/model_stage"])
+    src = init["command"][init["command"].index("--src") + 1]
+    mf.make_mistral_model(mounts["/models"] / Path(src).name)
+    mounts["/ram-models"].mkdir(parents=True)
+
+    def local(arg: str) -> str:
+        for path, directory in mounts.items():
+            if arg == path or arg.startswith(path + "/"):
+                return str(directory) + arg[len(path) :]
+        return arg
+
+    command = [local(arg) for arg in init["command"]]
+    assert command[0] == "python3"
+    # -I: no site-packages and no working directory on sys.path, as a bare image's Python.
+    done = subprocess.run(
+        [sys.executable, "-I", *command[1:]], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    dest = Path(local(init["command"][init["command"].index("--dest") + 1]))
+    manifest = json.loads(done.stdout.splitlines()[-1].removeprefix("MANIFEST "))
+    assert manifest == json.loads((dest / ".llmops-manifest.json").read_text())
+    assert manifest["format"] == "mistral" and "stage: " in done.stderr and "RESULT " in done.stderr
 
 
 def test_every_optional_object_is_valid_for_the_api_server(kubectl, kubeconfig, namespace, tmp_path):

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from ansible_collections.llmops.vllm.plugins.module_utils import model_download as md
 from ansible_collections.llmops.vllm.plugins.module_utils import model_stage as ms
+from ansible_collections.llmops.vllm.plugins.module_utils.stage_engine import stage_configmap
 from ansible_collections.llmops.vllm.tests.ansible_cli import run_module
 from cluster_helpers import ROOT, Kubectl, apply_object, run_playbook, wait_until
 
@@ -149,10 +150,11 @@ def test_creates_the_job_waits_and_returns_its_manifest_then_reuses_it(kubeconfi
     live = kubectl.json("-n", namespace, "get", "job", job, "--show-managed-fields")
     assert {m["manager"] for m in live["metadata"]["managedFields"]} >= {"llmops-vllm"}
     command = live["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command[:3] == ["python3", "/opt/llmops/model_stage.py", "download"]
+    assert command[:3] == ["python3", "/opt/llmops/model_stage", "download"]
     assert command[command.index("--dest") + 1] == "/models/mistral-7b-v0-3"
-    engine = kubectl.json("-n", namespace, "get", "configmap", "llmops-model-stage")["data"]["model_stage.py"]
-    assert engine == (ROOT / "plugins" / "module_utils" / "model_stage.py").read_text()
+    engine = kubectl.json("-n", namespace, "get", "configmap", "llmops-model-stage")["data"]
+    package = ROOT / "plugins" / "module_utils" / "model_stage"
+    assert engine == {path.name: path.read_text() for path in package.glob("*.py")}
 
     # Second run: the Complete Job is reused, not re-created, and reports the same manifest.
     second = stage(kubeconfig, args_for(namespace, claim, job))
@@ -250,7 +252,4 @@ def test_the_module_builds_the_job_and_configmap_the_role_renders(tmp_path: Path
     role_job = rendered[("Job", "model-download")]
     namespace = role_job["metadata"]["namespace"]
     assert md.download_job(entry, namespace, "fsx-models") == role_job
-    assert (
-        md.stage_configmap("llmops-model-stage", namespace, md.engine_source())
-        == rendered[("ConfigMap", "llmops-model-stage")]
-    )
+    assert stage_configmap("llmops-model-stage", namespace) == rendered[("ConfigMap", "llmops-model-stage")]

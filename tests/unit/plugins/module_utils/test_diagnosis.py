@@ -10,11 +10,10 @@ from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import (
     REASONS,
     LogRef,
     diagnose,
-    format_bytes,
     logs_wanted,
-    parse_quantity,
     progress,
 )
+from ansible_collections.llmops.vllm.plugins.module_utils.quantity import format_bytes, parse_quantity
 
 NOW = 1_800_000_000.0  # fixed clock: 2027-01-15T08:00:00Z
 NS = "vllm"
@@ -846,7 +845,7 @@ class FakeClock:
 
 def scripted_watch(snapshots, clock: FakeClock, **kw):
     """A DeploymentWatch whose looks at the cluster are scripted (a snapshot, or an exception to raise)."""
-    from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import DeploymentWatch
+    from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import DeploymentWatch, PollTiming, WatchScope
 
     class Scripted(DeploymentWatch):
         def snapshot(self, started):
@@ -855,7 +854,8 @@ def scripted_watch(snapshots, clock: FakeClock, **kw):
                 raise item
             return {**item, "now": clock.time(), "started": started}
 
-    return Scripted(None, NS, deployments=["mistral"], clock=clock.time, sleep=clock.sleep, **kw)
+    timing = PollTiming(clock=clock.time, sleep=clock.sleep, **kw)
+    return Scripted(None, WatchScope.of(NS, deployments=["mistral"]), timing=timing)
 
 
 def test_loop_polls_once_a_second_and_stops_at_the_first_finding():

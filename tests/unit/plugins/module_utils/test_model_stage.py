@@ -1,4 +1,4 @@
-"""The staging engine (plugins/module_utils/model_stage.py) on real files: generated models of both layouts.
+"""The staging engine (plugins/module_utils/model_stage/) on real files: generated models of both layouts.
 
 Download tests run against a local HTTP server (pytest-httpserver) that answers the same URL shapes as the
 Hugging Face Hub (``/api/models/{repo}/revision/{rev}?blobs=true`` and ``/{repo}/resolve/{rev}/{file}``
@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -24,9 +25,22 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.llmops.vllm.plugins.module_utils import model_stage as ms
+from ansible_collections.llmops.vllm.plugins.module_utils.stage_engine import MODULES
 from ansible_collections.llmops.vllm.tests import model_factory as mf
 
-ENGINE = Path(ms.__file__).resolve()
+# The engine is a package directory, run as `python3 <dir>` in pods.
+ENGINE = Path(ms.__file__).resolve().parent
+ENGINE_MODULES = [importlib.import_module(f"{ms.__name__}.{name}") for name in MODULES if not name.startswith("__")]
+
+
+def patch_engine(monkeypatch: pytest.MonkeyPatch, name: str, value: object) -> None:
+    """Replace ``name`` in every file of the engine that uses it (each file imports what it needs)."""
+    holders = [module for module in ENGINE_MODULES if hasattr(module, name)]
+    assert holders, f"no engine file has {name}"
+    for module in holders:
+        monkeypatch.setattr(module, name, value)
+
+
 KiB = 1024
 
 
@@ -129,7 +143,7 @@ def test_sha256_is_computed_during_the_copy_not_in_a_second_pass(
     def second_pass(*_args, **_kwargs):
         raise AssertionError("stage re-read a file to hash it")
 
-    monkeypatch.setattr(ms, "_hash_file", second_pass)
+    patch_engine(monkeypatch, "_hash_file", second_pass)
     result = ms.stage(mistral["path"], tmp_path / "dest", workers=4, chunk_bytes=32 * KiB, sha256=True)
 
     recorded = {f["path"]: f["sha256"] for f in result["manifest"]["files"]}
@@ -154,10 +168,10 @@ def _forbid(name: str):
 def test_every_copy_path_makes_identical_copies(
     tmp_path: Path, hf: dict, monkeypatch: pytest.MonkeyPatch, fs: str, in_kernel: bool, forbidden: list[str]
 ) -> None:
-    monkeypatch.setattr(ms, "_fs_type", lambda _path: fs)
-    monkeypatch.setattr(ms, "_copy_file_range_ok", in_kernel and hasattr(os, "copy_file_range"))
+    patch_engine(monkeypatch, "_fs_type", lambda _path: fs)
+    patch_engine(monkeypatch, "_copy_file_range_ok", in_kernel and hasattr(os, "copy_file_range"))
     for name in forbidden:
-        monkeypatch.setattr(ms, name, _forbid(name))
+        patch_engine(monkeypatch, name, _forbid(name))
     ms.stage(hf["path"], tmp_path / "dest", workers=4, chunk_bytes=48 * KiB)
     for name in hf["files"]:
         assert sha256_of(tmp_path / "dest" / name) == sha256_of(hf["path"] / name)
@@ -174,7 +188,7 @@ def test_unchanged_rerun_reads_and_writes_nothing(
         raise AssertionError("an unchanged model was read again")
 
     for name in ("read_safetensors_header", "_copy_files", "_hash_file", "_stage_into", "save_manifest"):
-        monkeypatch.setattr(ms, name, must_not_run)
+        patch_engine(monkeypatch, name, must_not_run)
     result = ms.stage(mistral["path"], dest, sha256=True)
 
     assert result["changed"] is False
@@ -256,7 +270,7 @@ def test_diff_lists_the_changed_file(tmp_path: Path, mistral: dict) -> None:
 
 
 def test_progress_lines_are_readable(tmp_path: Path, mistral: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ms, "PROGRESS_INTERVAL_S", 0.0)
+    patch_engine(monkeypatch, "PROGRESS_INTERVAL_S", 0.0)
     stream = io.StringIO()
     ms.stage(mistral["path"], tmp_path / "dest", workers=2, chunk_bytes=256 * KiB, progress=stream)
     lines = stream.getvalue().splitlines()
@@ -518,7 +532,7 @@ def small_tmpfs(path: Path, size: str):
 def test_destination_too_small_is_refused_before_copying(tmp_path: Path, mistral: dict, monkeypatch) -> None:
     with small_tmpfs(tmp_path / "ram", "2m") as mounted:
         if not mounted:  # fall back to the free-space probe
-            monkeypatch.setattr(ms, "_free_bytes", lambda _path: 1_000_000)
+            patch_engine(monkeypatch, "_free_bytes", lambda _path: 1_000_000)
         dest = tmp_path / "ram" / "model"
         small = mf.make_mistral_model(tmp_path / "small", dim=64, hidden_dim=128, vocab_size=128)
         ms.stage(small["path"], dest)  # a previous good copy that must survive
@@ -543,7 +557,7 @@ def test_disk_full_during_the_copy_leaves_dest_unchanged(tmp_path: Path, mistral
         ms.stage(small["path"], dest)
         before = snapshot(dest)
         free_before = shutil.disk_usage(dest.parent).free
-        monkeypatch.setattr(ms, "_free_bytes", lambda _path: 10**12)  # the probe is fooled; the writes are not
+        patch_engine(monkeypatch, "_free_bytes", lambda _path: 10**12)  # the probe is fooled; the writes are not
 
         with pytest.raises(ms.ModelStageError) as caught:
             ms.stage(mistral["path"], dest, workers=2, chunk_bytes=128 * KiB)
@@ -587,8 +601,8 @@ def test_permission_denied_names_the_file_and_changes_nothing(tmp_path: Path) ->
     try:
         base.chmod(0o755)
         src = mf.make_mistral_model(base / "src")["path"]
-        engine = base / "model_stage.py"
-        shutil.copy(ENGINE, engine)
+        engine = base / "model_stage"
+        shutil.copytree(ENGINE, engine, ignore=shutil.ignore_patterns("__pycache__"))
         locked_parent = base / "locked"  # not writable for the unprivileged user
         locked_parent.mkdir(mode=0o755)
         open_parent = base / "open"
@@ -895,9 +909,9 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def test_engine_imports_only_the_standard_library() -> None:
-    tree = ast.parse(ENGINE.read_text())
     imported = set()
-    for node in ast.walk(tree):
+    nodes = [node for path in ENGINE.glob("*.py") for node in ast.walk(ast.parse(path.read_text()))]
+    for node in nodes:
         if isinstance(node, ast.Import):
             imported.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
@@ -1079,7 +1093,7 @@ class FakeHub:
 
 @pytest.fixture()
 def hub(httpserver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
-    monkeypatch.setattr(ms, "HTTP_RETRY_BASE_S", 0.0)
+    patch_engine(monkeypatch, "HTTP_RETRY_BASE_S", 0.0)
     model = mf.make_mistral_model(tmp_path / "upstream")
     files = {name: (model["path"] / name).read_bytes() for name in model["files"]}
     return FakeHub(httpserver, "mistralai/Tiny-Instruct", files)
@@ -1224,7 +1238,7 @@ def test_download_pins_the_commit_while_the_branch_moves(
     hub.after_file = None
     hub.requests.clear()
     hashed: list[str] = []
-    monkeypatch.setattr(ms, "_file_digests", lambda path, git: hashed.append(path.name) or ("0" * 64, "0" * 40))
+    patch_engine(monkeypatch, "_file_digests", lambda path, git: hashed.append(path.name) or ("0" * 64, "0" * 40))
     again = ms.download(repo, "main", dest, endpoint=hub.endpoint)
 
     assert sorted(again["downloaded_files"]) == ["params.json", "tokenizer.model.v3"]

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 from ansible_collections.llmops.vllm.plugins.module_utils import model_download as md
 from ansible_collections.llmops.vllm.plugins.module_utils import model_stage as ms
+from ansible_collections.llmops.vllm.plugins.module_utils.model_stage.manifest import _print_manifest as print_manifest
+from ansible_collections.llmops.vllm.plugins.module_utils.stage_engine import engine_files, stage_configmap
 
 GOOD = {
     "namespace": "vllm",
@@ -70,7 +73,7 @@ def test_download_job_runs_the_engine_onto_the_claim_with_the_roles_defaults() -
     container = pod["containers"][0]
     assert container["command"] == [
         "python3",
-        "/opt/llmops/model_stage.py",
+        "/opt/llmops/model_stage",
         "download",
         "--repo",
         "mistralai/Mistral-7B-Instruct-v0.3",
@@ -99,18 +102,23 @@ def test_download_job_runs_the_engine_onto_the_claim_with_the_roles_defaults() -
 
 
 def test_the_configmap_carries_this_engine_byte_for_byte() -> None:
-    source = md.engine_source()
-    with open(ms.__file__, encoding="utf-8") as handle:
-        assert source == handle.read()
-    cm = md.stage_configmap("llmops-model-stage", "vllm", source)
-    assert cm["data"] == {"model_stage.py": source}
+    files = engine_files()
+    package = Path(ms.__file__).parent
+    # Every file of the package, no more: a file left out would be missing in the pods.
+    assert sorted(files) == sorted(path.name for path in package.glob("*.py"))
+    for name, text in files.items():
+        assert text == (package / name).read_text(encoding="utf-8")
+    cm = stage_configmap("llmops-model-stage", "vllm", files)
+    assert cm["data"] == files
     assert cm["metadata"]["labels"]["app.kubernetes.io/name"] == "model-stage"
+    # ConfigMaps hold at most 1 MiB (kubernetes validation: MaxSecretSize for ConfigMap data too).
+    assert sum(len(text.encode()) for text in files.values()) < 1024 * 1024
 
 
 def test_manifest_is_read_back_from_what_the_cli_prints() -> None:
     manifest = {"format": "mistral", "file_count": 1, "files": [{"path": "params.json", "size": 2}], "total_bytes": 2}
     out = io.StringIO()
-    ms._print_manifest(manifest, out)
+    print_manifest(manifest, out)
     log = ["params.json", "download: params.json: 0.0/0.0 MB 0.00 MB/s", *out.getvalue().splitlines()]
     assert ms.manifest_from_log(log) == manifest
     # The last manifest line wins; progress on stderr after it does not hide it.

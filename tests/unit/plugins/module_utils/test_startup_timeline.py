@@ -15,7 +15,7 @@ from ansible_collections.llmops.vllm.plugins.module_utils import startup_timelin
 
 T0 = dt.datetime(2026, 1, 15, 10, 0, 0, tzinfo=dt.UTC)
 IMAGE = "vllm/vllm-openai:v0.9.0"
-# A RESULT line as the staging engine prints it (model_stage.py main; checked against it below).
+# A RESULT line as the staging engine prints it (model_stage cli.main; checked against it below).
 STAGED = (
     'RESULT {"bytes": 14496666118, "changed": true, "command": "stage", "copied_files": 3, "elapsed_ms": 14950.2, '
     '"reused_files": 0, "throughput_bytes_per_s": 969666625}'
