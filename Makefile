@@ -105,9 +105,10 @@ ee-create: venv ## ansible-builder create: the execution environment's build con
 	mv .build/ee/llmops-vllm-*.tar.gz .build/ee/llmops-vllm.tar.gz
 	$(BIN)/ansible-builder create -f execution-environment.yml -c .build/ee/context --output-filename Containerfile
 
-docs: venv ## regenerate docs/roles.md (argument specs) and docs/vllm-versions.md (vLLM catalogues)
+docs: venv ## regenerate docs/roles.md (argument specs), docs/vllm-versions.md (vLLM catalogues), docs/reasons.md
 	$(BIN)/python docs/gen_role_docs.py
 	$(BIN)/python docs/gen_vllm_versions.py
+	$(BIN)/python docs/gen_reasons.py
 
 # --- vLLM releases: the engine-argument catalogue the preflight checks against --------------------------------
 .PHONY: vllm-catalogue
@@ -116,6 +117,7 @@ vllm-catalogue: venv ## add or refresh one vLLM release's catalogue: make vllm-c
 	@[ -n "$(VLLM)" ] || { echo "usage: make vllm-catalogue VLLM=<version>"; exit 2; }
 	$(BIN)/python tools/vllm_catalogue.py $(VLLM)
 	$(BIN)/python docs/gen_vllm_versions.py
+	$(BIN)/python docs/gen_reasons.py
 
 # --- Benchmarks (not tests): ratios against kubectl and cp -r, measured in one run -------------------------
 .PHONY: bench

@@ -374,8 +374,15 @@ states:
     pvcs:
       fsx-models: {status: Bound, done: true, volume: fsx-pv}
 reason:
-  description: Machine-readable cause of a cluster-side failure (see the notes and M(llmops.vllm.vllm_wait)).
-  returned: failure in cluster-side mode
+  description:
+    - Machine-readable cause of the failure, in both modes (the collection's one vocabulary; docs/reasons.md).
+    - Local mode, as the staging engine names the problem (also in RV(details.problem)), one of V(source_missing),
+      V(missing_file), V(unknown_format), V(truncated), V(corrupt), V(shard_missing), V(tensor_missing),
+      V(bad_config), V(sha256_mismatch), V(no_space), V(permission_denied), V(foreign_dest), V(source_changed),
+      V(bad_input), V(io_error).
+    - Cluster-side mode, V(bad_input), V(job_mismatch), V(apply_failed), V(api_error), V(api_unreachable),
+      V(manifest_unavailable), or a reason of M(llmops.vllm.vllm_wait).
+  returned: failure
   type: str
   sample: job_auth
 object:
@@ -494,7 +501,9 @@ def _expected_sha256(module: AnsibleModule):
     if isinstance(value, str):
         return value
     module.fail_json(
-        msg="sha256: expected a dictionary of file name to sha256, or a path", details={"problem": "bad_input"}
+        msg="sha256: expected a dictionary of file name to sha256, or a path",
+        reason="bad_input",
+        details={"problem": "bad_input"},
     )
 
 
@@ -519,7 +528,7 @@ def main_local(module: AnsibleModule) -> None:
     try:
         result = run_local(module)
     except ModelStageError as err:
-        module.fail_json(msg=str(err), details=err.details)
+        module.fail_json(msg=str(err), reason=err.problem, details=err.details)
     diff = result.pop("diff")
     result.pop("check_mode", None)
     result.pop("src", None)

@@ -110,6 +110,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+reason:
+  description: Why reading the report failed, V(api_unreachable) or V(api_error) (docs/reasons.md).
+  returned: failure
+  type: str
+  sample: api_unreachable
 pods:
   description:
     - Per server pod, C(pod), C(deployment), C(node), C(ready_seconds) (creation to Ready; null when not Ready),

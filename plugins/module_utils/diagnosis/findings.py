@@ -13,27 +13,10 @@ from __future__ import annotations
 import dataclasses
 import typing as t
 
-# Machine-readable reasons a Finding can carry.
-REASONS = (
-    "unschedulable_no_capacity",
-    "unschedulable_untolerated_taint",
-    "unschedulable_node_selector",
-    "unschedulable_provisioning_timeout",
-    "unschedulable_timeout",
-    "image_pull",
-    "config_error",
-    "init_failed",
-    "oom_killed",
-    "crash_loop",
-    "job_failed",
-    "job_auth",
-    "pvc_pending",
-    "not_ready",
-    "replica_failure",
-    "not_found",
-    "api_unreachable",
-    "timeout",
-)
+from ansible_collections.llmops.vllm.plugins.module_utils.reasons import produced_by
+
+# The reasons a Finding can carry (the shared table in reasons.py owns their meaning and what to do).
+REASONS = produced_by("diagnosis")
 
 
 @dataclasses.dataclass(frozen=True)

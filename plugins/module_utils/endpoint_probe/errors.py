@@ -11,28 +11,10 @@ from __future__ import annotations
 
 import typing as t
 
-# Machine-readable reasons a failed check carries.
-REASONS = (
-    "connection_refused",  # nothing listens at host:port
-    "dns_failure",  # the host name does not resolve
-    "tls_error",  # certificate verify failed, handshake failed, or the TLS files cannot be loaded
-    "connection_error",  # connection reset/closed without an HTTP answer (often http vs https)
-    "not_ready",  # still loading (503, or no answer) when wait_timeout ran out
-    "engine_dead",  # /health 500 (vLLM 0.10) or an empty 503 at the end of the wait (0.11+): the engine died
-    "timeout",  # a request got no (complete) answer within timeout
-    "unauthorized",  # 401: missing or wrong API key (or Kubernetes credentials)
-    "forbidden",  # 403: the Kubernetes user may not use services/proxy
-    "service_not_found",  # 404 from the API server: no such Service
-    "model_not_found",  # the expected model is not served (listed, or a 404 for it)
-    "model_ambiguous",  # several models served and none named
-    "tool_calling_disabled",  # tool_choice refused: server lacks --enable-auto-tool-choice / --tool-call-parser
-    "no_tool_call",  # a well-formed answer without a tool call
-    "no_metrics_endpoint",  # GET /metrics is 404: the server exposes no Prometheus metrics
-    "malformed_response",  # an answer does not have the documented shape
-    "redirect",  # a redirect that loops (or has no Location): the URL is not the server's own
-    "http_error",  # any other unexpected HTTP status
-    "not_run",  # an earlier failure made this check impossible
-)
+from ansible_collections.llmops.vllm.plugins.module_utils.reasons import produced_by
+
+# The reasons a failed check carries (the shared table in reasons.py owns their meaning and what to do).
+REASONS = produced_by("endpoint_probe")
 
 
 class ProbeError(Exception):
