@@ -22,6 +22,7 @@ import json
 import time
 import typing as t
 
+from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import deployment_done, group_done, job_done
 from ansible_collections.llmops.vllm.plugins.module_utils.kube_client import ApiError, ApiUnavailable, Kube
 from ansible_collections.llmops.vllm.plugins.module_utils.names import TEMPLATE_HASH
 
@@ -88,36 +89,19 @@ def _differing(before: t.Mapping[str, t.Any], after: t.Mapping[str, t.Any]) -> t
     return old, new
 
 
-def _condition(obj: t.Mapping[str, t.Any], kind: str) -> str | None:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == kind:
-            return cond.get("status")
-    return None
-
-
 def settled(obj: t.Mapping[str, t.Any]) -> bool:
     """Whether a Job is Complete, a Deployment rolled out and Available, a LeaderWorkerSet's groups ready, a claim
     Bound (a claim that binds on first consumer is judged by the wait), from the object the apply returned."""
+    # The wait's own rules (diagnosis), so that what needs no wait and what ends a wait are one judgement.
     kind, status = obj.get("kind"), obj.get("status") or {}
     if kind == "PersistentVolumeClaim":
         return status.get("phase") == "Bound"
     if kind == "Job":
-        return _condition(obj, "Complete") == "True"
+        return job_done(dict(obj))
     if kind == "LeaderWorkerSet":
-        from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import group_done
-
         return group_done(dict(obj))
     if kind == "Deployment":
-        wanted = (obj.get("spec") or {}).get("replicas", 1)
-        generation = (obj.get("metadata") or {}).get("generation")
-        return (
-            generation is not None
-            and status.get("observedGeneration", 0) >= generation
-            and _condition(obj, "Available") == "True"
-            and status.get("updatedReplicas", 0) >= wanted
-            and status.get("availableReplicas", 0) >= wanted
-            and status.get("replicas", 0) == status.get("updatedReplicas", 0)
-        )
+        return deployment_done(dict(obj))
     return True
 
 

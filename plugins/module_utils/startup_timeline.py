@@ -27,6 +27,7 @@ import datetime as dt
 import re
 import typing as t
 
+from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.snapshot import condition, parse_time
 from ansible_collections.llmops.vllm.plugins.module_utils.model_stage import format_si_bytes, result_from_log
 
 PHASES = ("node", "image_pull", "staging", "model_load", "first_token")
@@ -46,18 +47,6 @@ _PULLED = re.compile(
 _PRESENT = re.compile(r'Container image "(?P<image>[^"]+)" already present on machine')
 _GO_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
 _GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|μs|ns|h|m|s)")
-
-
-def parse_time(value: t.Any) -> dt.datetime | None:
-    """An RFC 3339 time as the API server writes it (``2026-01-15T10:00:00Z``, micro- or nanoseconds too)."""
-    if not value or not isinstance(value, str):
-        return None
-    text = re.sub(r"(\.\d{6})\d+", r"\1", value.strip()).replace("Z", "+00:00")
-    try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def go_duration(text: str) -> float | None:
@@ -97,11 +86,10 @@ def _unknown(name: str, why: str) -> dict[str, t.Any]:
     return _phase(name, detail=why, known=False)
 
 
-def _condition(obj: t.Mapping[str, t.Any], kind: str) -> dt.datetime | None:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == kind and cond.get("status") == "True":
-            return parse_time(cond.get("lastTransitionTime"))
-    return None
+def _true_since(obj: t.Mapping[str, t.Any], kind: str) -> dt.datetime | None:
+    """When a condition became True; None while it is not."""
+    cond = condition(obj, kind)
+    return parse_time(cond.get("lastTransitionTime")) if cond and cond.get("status") == "True" else None
 
 
 def _event_time(event: t.Mapping[str, t.Any], last: bool = False) -> dt.datetime | None:
@@ -114,7 +102,7 @@ def node_phase(
     pod: t.Mapping[str, t.Any], node: t.Mapping[str, t.Any] | None, nodeclaim: t.Mapping[str, t.Any] | None
 ) -> dict[str, t.Any]:
     created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
-    scheduled = _condition(pod, "PodScheduled")
+    scheduled = _true_since(pod, "PodScheduled")
     if not scheduled:
         return _unknown("node", "not scheduled yet")
     node_name = (pod.get("spec") or {}).get("nodeName") or "?"
@@ -122,7 +110,7 @@ def node_phase(
     extra: dict[str, t.Any] = {"node": node_name}
     if nodeclaim:
         claim_created = parse_time((nodeclaim.get("metadata") or {}).get("creationTimestamp"))
-        steps = [(k, _condition(nodeclaim, k)) for k in ("Launched", "Registered", "Initialized")]
+        steps = [(k, _true_since(nodeclaim, k)) for k in ("Launched", "Registered", "Initialized")]
         said = [
             f"{k.lower()} +{format_seconds((at - claim_created).total_seconds())}"
             for k, at in steps
@@ -273,7 +261,7 @@ def load_phase(pod: t.Mapping[str, t.Any], container: str) -> dict[str, t.Any]:
     started = parse_time((state.get("running") or {}).get("startedAt"))
     if not started:
         return _unknown("model_load", f"the {container} container is not running")
-    ready = _condition(pod, "Ready")
+    ready = _true_since(pod, "Ready")
     if not ready or ready < started:
         return _unknown("model_load", f"{container} running since {_iso(started)}, not Ready yet")
     return _phase("model_load", started, ready, detail=f"{container} start to Ready{_restarts(status or {})}")
@@ -337,7 +325,7 @@ def pod_timeline(
         first_token_phase(ttft_ms),
     ]
     created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
-    ready = _condition(pod, "Ready")
+    ready = _true_since(pod, "Ready")
     return _summed(
         {
             "pod": (pod.get("metadata") or {}).get("name"),

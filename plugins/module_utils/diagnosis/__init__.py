@@ -35,7 +35,9 @@ from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.findings imp
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.objects import diagnose
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.progress import (
     LWS_NAME_LABEL,
+    deployment_done,
     group_done,
+    job_done,
     logs_wanted,
     progress,
 )
@@ -54,8 +56,10 @@ __all__ = (
     "Settings",
     "WaitResult",
     "WatchScope",
+    "deployment_done",
     "diagnose",
     "group_done",
+    "job_done",
     "logs_wanted",
     "progress",
     "redact",

@@ -22,14 +22,13 @@ from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.pods import 
 )
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.progress import (
     _current_pods,
-    _deployment_done,
     _group_pods,
     _job_pods,
     _watched_pods,
+    deployment_done,
     group_done,
 )
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.snapshot import (
-    _condition,
     _event_evidence,
     _get,
     _Index,
@@ -37,6 +36,7 @@ from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.snapshot imp
     _last_warning,
     _name,
     _one_line,
+    condition,
 )
 
 # A download refused by Hugging Face, in its client's words (or the Job's termination message).
@@ -234,7 +234,7 @@ def _diagnose_job(idx: _Index, job: dict) -> Finding | None:
         if finding:
             return finding
     if _is_true(job, "Failed"):
-        cond = _condition(job, "Failed") or {}
+        cond = condition(job, "Failed") or {}
         pod = failed_pods[-1] if failed_pods else None
         evidence: dict[str, t.Any] = {"condition": {k: cond.get(k) for k in ("reason", "message")}}
         detail = ""
@@ -326,9 +326,9 @@ def _token_secret(pod: dict, container: str) -> tuple[str, str] | None:
 
 def _diagnose_deployment(idx: _Index, dep: dict, replicasets: list[dict]) -> Finding | None:
     name = _name(dep)
-    if _deployment_done(dep):
+    if deployment_done(dep):
         return None
-    failure = _condition(dep, "ReplicaFailure")
+    failure = condition(dep, "ReplicaFailure")
     if failure and failure.get("status") == "True":
         return Finding(
             "replica_failure",
@@ -341,7 +341,7 @@ def _diagnose_deployment(idx: _Index, dep: dict, replicasets: list[dict]) -> Fin
         finding = _diagnose_pod(idx, pod, restarts_matter=True)
         if finding:
             return finding
-    progressing = _condition(dep, "Progressing")
+    progressing = condition(dep, "Progressing")
     if progressing and progressing.get("reason") == "ProgressDeadlineExceeded":
         return Finding(
             "not_ready",

@@ -18,7 +18,6 @@ from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.findings imp
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.memory import _oom_finding
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.scheduling import _diagnose_unschedulable
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.snapshot import (
-    _condition,
     _event_evidence,
     _get,
     _Index,
@@ -27,6 +26,7 @@ from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.snapshot imp
     _name,
     _one_line,
     _ts,
+    condition,
 )
 
 _IMAGE_PULL_WAITING = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
@@ -100,7 +100,7 @@ _CRASH_HINTS = (
 
 def _diagnose_pod(idx: _Index, pod: dict, restarts_matter: bool) -> Finding | None:
     """One pod's certain failure. ``restarts_matter`` is False for Job pods, whose exits the Job judges."""
-    scheduled = _condition(pod, "PodScheduled")
+    scheduled = condition(pod, "PodScheduled")
     if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
         return _diagnose_unschedulable(idx, pod, scheduled)
 

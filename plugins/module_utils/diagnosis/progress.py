@@ -85,7 +85,8 @@ def _past_startup_budget(idx: _Index, status: dict) -> bool:
     return bool(started and not status.get("ready") and idx.now - started >= idx.settings.startup_budget)
 
 
-def _deployment_done(dep: dict) -> bool:
+def deployment_done(dep: dict) -> bool:
+    """Whether a Deployment rolled out: its spec observed, every replica updated and available, Available True."""
     spec_replicas = _get(dep, "spec", "replicas", default=1)
     status = dep.get("status") or {}
     if status.get("observedGeneration", 0) < _get(dep, "metadata", "generation", default=0):
@@ -103,7 +104,7 @@ def _deployment_done(dep: dict) -> bool:
 def _deployment_state(idx: _Index, dep: dict) -> dict[str, t.Any]:
     status = dep.get("status") or {}
     replicas = _get(dep, "spec", "replicas", default=1)
-    done = _deployment_done(dep)
+    done = deployment_done(dep)
     return {
         "status": "Available" if done else "Progressing",
         "done": done,
@@ -113,9 +114,14 @@ def _deployment_state(idx: _Index, dep: dict) -> dict[str, t.Any]:
     }
 
 
+def job_done(job: dict) -> bool:
+    """Whether a Job is Complete."""
+    return _is_true(job, "Complete")
+
+
 def _job_state(job: dict) -> dict[str, t.Any]:
     status = job.get("status") or {}
-    if _is_true(job, "Complete"):
+    if job_done(job):
         label = "Complete"
     elif _is_true(job, "Failed"):
         label = "Failed"
@@ -182,7 +188,7 @@ def _watched_pods(idx: _Index, snap: dict[str, t.Any]) -> list[dict]:
     targets = snap.get("targets") or {}
     pods: list[dict] = []
     for dep in snap.get("deployments") or []:
-        if _name(dep) in (targets.get("deployments") or []) and not _deployment_done(dep):
+        if _name(dep) in (targets.get("deployments") or []) and not deployment_done(dep):
             pods.extend(_current_pods(idx, dep, snap.get("replicasets") or []))
     for job in snap.get("jobs") or []:
         if _name(job) in (targets.get("jobs") or []) and not _is_true(job, "Complete"):

@@ -17,7 +17,7 @@ import typing as t
 
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.findings import LogRef, Settings
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.progress import logs_wanted, progress
-from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.snapshot import _condition, _get, _name, _one_line
+from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.snapshot import _get, _name, _one_line, condition
 from ansible_collections.llmops.vllm.plugins.module_utils.model_stage import manifest_from_log
 
 # The staging engine prints its manifest last on stdout; stderr may interleave a progress line or two after it.
@@ -245,7 +245,7 @@ def _labels_match_string(labels: dict[str, str], selector: str) -> bool:
 
 
 def _is_unschedulable(pod: dict) -> bool:
-    cond = _condition(pod, "PodScheduled")
+    cond = condition(pod, "PodScheduled")
     return bool(cond and cond.get("status") == "False" and cond.get("reason") == "Unschedulable")
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 import typing as t
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.findings import Settings
 from ansible_collections.llmops.vllm.plugins.module_utils.quantity import format_bytes, parse_quantity
@@ -35,14 +35,24 @@ def _format_amount(resource: str, value: float) -> str:
     return f"{value:g}"
 
 
-def _ts(value: str | None) -> float | None:
-    """RFC 3339 time from the API as epoch seconds."""
-    if not value:
+def parse_time(value: t.Any) -> datetime | None:
+    """An RFC 3339 time as the API server writes it (``2026-01-15T10:00:00Z``, micro- or nanoseconds too), in UTC;
+    None for anything else."""
+    if not value or not isinstance(value, str):
         return None
+    # Python before 3.11 reads neither "Z" nor more than six fractional digits.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", value.strip()).replace("Z", "+00:00")
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _ts(value: str | None) -> float | None:
+    """RFC 3339 time from the API as epoch seconds."""
+    parsed = parse_time(value)
+    return None if parsed is None else parsed.timestamp()
 
 
 def _one_line(text: str, limit: int = 240) -> str:
@@ -67,7 +77,8 @@ def _name(obj: dict) -> str:
     return _get(obj, "metadata", "name", default="")
 
 
-def _condition(obj: dict, kind: str) -> dict | None:
+def condition(obj: t.Mapping[str, t.Any], kind: str) -> dict | None:
+    """The condition of type ``kind`` in an object's status, or None."""
     for cond in _get(obj, "status", "conditions", default=[]):
         if cond.get("type") == kind:
             return cond
@@ -75,7 +86,7 @@ def _condition(obj: dict, kind: str) -> dict | None:
 
 
 def _is_true(obj: dict, kind: str) -> bool:
-    cond = _condition(obj, kind)
+    cond = condition(obj, kind)
     return bool(cond and cond.get("status") == "True")
 
 
