@@ -14,13 +14,13 @@ tests/docs/test_awx_surveys.py runs --check and those rules.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+from _generated import write_or_check
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "extensions" / "awx" / "surveys"
@@ -166,22 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     args = parser.parse_args(argv)
-    stale = 0
-    for name, text in rendered().items():
-        path = OUT / name
-        if args.check:
-            old = path.read_text() if path.exists() else ""
-            if old != text:
-                stale = 1
-                sys.stdout.writelines(
-                    difflib.unified_diff(old.splitlines(True), text.splitlines(True), str(path), "new")
-                )
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-    if stale:
-        print("run: python docs/gen_awx_surveys.py", file=sys.stderr)
-    return stale
+    files = {OUT / name: text for name, text in rendered().items()}
+    return write_or_check(files, args.check, "run: python docs/gen_awx_surveys.py")
 
 
 if __name__ == "__main__":

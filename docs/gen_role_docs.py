@@ -10,7 +10,6 @@ reference is generated, never hand-copied.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import re
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _generated import write_or_check
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "docs" / "roles.md"
@@ -148,19 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--roles", type=Path, default=ROOT / "roles")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
-    text = render(args.roles)
-    current = args.output.read_text() if args.output.is_file() else ""
-    if args.check:
-        if current == text:
-            return 0
-        sys.stdout.writelines(
-            difflib.unified_diff(current.splitlines(True), text.splitlines(True), str(args.output), "generated")
-        )
-        print(f"{args.output} is out of date with the roles' argument_specs; run `make docs`", file=sys.stderr)
-        return 1
-    if current != text:
-        args.output.write_text(text)
-    return 0
+    remedy = f"{args.output} is out of date with the roles' argument_specs; run `make docs`"
+    return write_or_check({args.output: render(args.roles)}, args.check, remedy)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ table of supported releases and what changes between them is generated from the 
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib.util
 import sys
 from pathlib import Path
+
+from _generated import write_or_check
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "docs" / "vllm-versions.md"
@@ -112,17 +113,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when the committed file is out of date")
     args = parser.parse_args()
-    text = render()
-    if args.check:
-        old = OUTPUT.read_text() if OUTPUT.exists() else ""
-        if old != text:
-            sys.stdout.writelines(
-                difflib.unified_diff(old.splitlines(True), text.splitlines(True), "committed", "generated")
-            )
-            return 1
-        return 0
-    OUTPUT.write_text(text)
-    return 0
+    return write_or_check({OUTPUT: render()}, args.check, "run make docs")
 
 
 if __name__ == "__main__":

@@ -169,7 +169,7 @@ def _wait(kube: Kube, wait: t.Mapping[str, t.Any], done: dict[str, t.Any]) -> di
     kinds = ("deployments", "jobs", "pvcs", "leaderworkersets")
     scope = WatchScope.of(wait["namespace"], **{kind: wait[kind] for kind in kinds})
     settings = Settings(startup_budget=wait["startup_budget"])
-    watch = DeploymentWatch(kube.api_client, scope, settings, PollTiming(interval=wait["poll_interval"]))
+    watch = DeploymentWatch(kube, scope, settings, PollTiming(interval=wait["poll_interval"]))
     waited = watch.run(timeout=wait["timeout"])
     done["waited"] = {"elapsed_ms": waited.elapsed_ms, "polls": waited.polls, "states": waited.states}
     if waited.finding:

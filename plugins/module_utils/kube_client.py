@@ -192,10 +192,28 @@ class Kube:
             or {}
         )
 
+    def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int, previous: bool = False) -> list[str]:
+        """The last ``tail_lines`` lines of a container's log (the previous instance's with ``previous``)."""
+        query: list[tuple[str, t.Any]] = [("container", container), ("tailLines", tail_lines)]
+        if previous:
+            query.append(("previous", "true"))
+        path = f"/api/v1/namespaces/{namespace}/pods/{pod}/log"
+        return self.request("GET", path, query=query, text=True).splitlines()
+
+    def per_request(self, timeout: float) -> Kube:
+        """A Kube on the same client whose every request gets ``timeout`` seconds: a watch's many reads."""
+        return _PerRequest(self.dynamic, timeout, self.clock)
+
     def delete(self, obj: t.Mapping[str, t.Any], dry_run: bool = False, propagation: str = "Background") -> bool:
         """Delete one object; False when it was already gone."""
         query = [("propagationPolicy", propagation)] + ([("dryRun", "All")] if dry_run else [])
         return self.request("DELETE", self.object_path(obj), query=query, missing_ok=True) is not None
+
+
+class _PerRequest(Kube):
+    def request(self, method: str, path: str, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        self.restart_deadline()
+        return super().request(method, path, *args, **kwargs)
 
 
 THROTTLED = "the API server kept answering 429 Too Many Requests (it asked the client to slow down), also after retries"

@@ -267,7 +267,7 @@ def ensure_model(
     settings = settings or Settings(missing_grace=float("inf") if check_mode else 60)
     kube = Kube(dynamic, timeout=API_TIMEOUT)
     scope = WatchScope.of(namespace, jobs=[name], pvcs=[pvc])
-    watch = DeploymentWatch(kube.api_client, scope, settings, PollTiming(interval=poll_interval))
+    watch = DeploymentWatch(kube, scope, settings, PollTiming(interval=poll_interval))
     job = download_job(spec, namespace, pvc, **request["settings"])
     result: dict[str, t.Any] = {
         "changed": False,

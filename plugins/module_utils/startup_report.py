@@ -31,9 +31,8 @@ def _selector(deployment: t.Mapping[str, t.Any]) -> str:
 
 def _log(kube: Kube, namespace: str, pod: str, container: str, lines: int) -> list[str] | str:
     """The last ``lines`` of a container's log, or why it cannot be read (a str: the pod or its log is gone)."""
-    path = f"/api/v1/namespaces/{namespace}/pods/{pod}/log"
     try:
-        return kube.request("GET", path, query=[("container", container), ("tailLines", lines)], text=True).splitlines()
+        return kube.pod_log(namespace, pod, container, lines)
     except ApiError as exc:
         return exc.message
 

@@ -259,7 +259,7 @@ def main() -> None:
         module.fail_json(msg="nothing to watch: give deployments, leaderworkersets, jobs, pvcs or label_selector")
     try:
         # Bounded: making kubernetes.core's client may ask the server its version, without a timeout of its own.
-        api_client = connect({k: params.get(k) for k in AUTH_ARG_SPEC}, min(60, max(params["timeout"], 1))).api_client
+        kube = connect({k: params.get(k) for k in AUTH_ARG_SPEC}, min(60, max(params["timeout"], 1)))
     except ApiUnavailable as exc:
         module.fail_json(msg=unreachable(exc), reason="api_unreachable")
     except CoreException as exc:
@@ -277,7 +277,7 @@ def main() -> None:
         params["label_selector"],
         **{kind: params[kind] for kind in ("deployments", "jobs", "pvcs", "leaderworkersets")},
     )
-    watch = DeploymentWatch(api_client, scope, settings, PollTiming(interval=params["poll_interval"]))
+    watch = DeploymentWatch(kube, scope, settings, PollTiming(interval=params["poll_interval"]))
     result = watch.run(timeout=params["timeout"], once=module.check_mode)
     common = dict(changed=False, elapsed_ms=result.elapsed_ms, polls=result.polls, states=result.states)
     if result.finding:

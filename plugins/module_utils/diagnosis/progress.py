@@ -35,27 +35,19 @@ def progress(snap: dict[str, t.Any]) -> dict[str, t.Any]:
         "jobs": {_name(j): j for j in snap.get("jobs") or []},
         "pvcs": idx.pvcs,
     }
+    judge = {
+        "deployments": lambda dep: _deployment_state(idx, dep),
+        "jobs": _job_state,
+        "pvcs": lambda pvc: _pvc_state(idx, pvc),
+        "leaderworkersets": _group_state,
+    }
     done = True
-    for name in targets.get("deployments") or []:
-        dep = by_kind["deployments"].get(name)
-        state = _deployment_state(idx, dep) if dep else {"status": "Absent", "done": False}
-        states["deployments"][name] = state
-        done = done and state["done"]
-    for name in targets.get("jobs") or []:
-        job = by_kind["jobs"].get(name)
-        state = _job_state(job) if job else {"status": "Absent", "done": False}
-        states["jobs"][name] = state
-        done = done and state["done"]
-    for name in targets.get("pvcs") or []:
-        pvc = by_kind["pvcs"].get(name)
-        state = _pvc_state(idx, pvc) if pvc else {"status": "Absent", "done": False}
-        states["pvcs"][name] = state
-        done = done and state["done"]
-    for name in targets.get("leaderworkersets") or []:
-        group = by_kind["leaderworkersets"].get(name)
-        state = _group_state(group) if group else {"status": "Absent", "done": False}
-        states["leaderworkersets"][name] = state
-        done = done and state["done"]
+    for kind, state_of in judge.items():
+        for name in targets.get(kind) or []:
+            obj = by_kind[kind].get(name)
+            state = state_of(obj) if obj else {"status": "Absent", "done": False}
+            states[kind][name] = state
+            done = done and state["done"]
     states["done"] = done
     return states
 

@@ -5,19 +5,19 @@
 # Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 # Do not use this from other collections or standalone plugins/modules!
 
-"""Reading the API for a watch: one snapshot per poll (one ``kubernetes`` client, reused), with pods, events,
-cluster-wide objects (nodes, NodePools, PVs, StorageClasses, CSIDrivers) and log tails fetched only when a finding
-may need them; and the staging engine's manifest read back from a download Job's log."""
+"""Reading the API for a watch: one snapshot per poll (through the collection's one client, ``kube_client.Kube``),
+with pods, events, cluster-wide objects (nodes, NodePools, PVs, StorageClasses, CSIDrivers) and log tails fetched
+only when a finding may need them; and the staging engine's manifest read back from a download Job's log."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing as t
 
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.findings import LogRef, Settings
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.progress import logs_wanted, progress
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.snapshot import _get, _name, _one_line, condition
+from ansible_collections.llmops.vllm.plugins.module_utils.kube_client import ApiError
 from ansible_collections.llmops.vllm.plugins.module_utils.model_stage import manifest_from_log
 
 # The staging engine prints its manifest last on stdout; stderr may interleave a progress line or two after it.
@@ -64,19 +64,13 @@ class ClusterReader:
     """The API calls of one watch, and what is worth remembering between its polls: each container instance's log
     tail, and whether Karpenter's NodePools can be read at all.
 
-    ``api_client`` is a ``kubernetes.client.ApiClient`` (one, reused for every call).
+    ``kube`` is the collection's :class:`kube_client.Kube` (one client, reused for every call); each request here
+    gets ``request_timeout`` seconds.
     """
 
-    def __init__(self, api_client: t.Any, scope: WatchScope, request_timeout: float):
-        from kubernetes import client  # imported here so diagnose() needs no kubernetes package
-
+    def __init__(self, kube: t.Any, scope: WatchScope, request_timeout: float):
         self.scope = scope
-        self.request_timeout = request_timeout
-        self.core = client.CoreV1Api(api_client)
-        self.apps = client.AppsV1Api(api_client)
-        self.batch = client.BatchV1Api(api_client)
-        self.storage = client.StorageV1Api(api_client)
-        self.custom = client.CustomObjectsApi(api_client)
+        self.kube = kube.per_request(request_timeout) if kube is not None else None
         self._logs: dict[tuple, dict[str, t.Any]] = {}
         self._node_pools_missing = False
 
@@ -94,20 +88,21 @@ class ClusterReader:
         self._read_surroundings(snap, settings.log_lines)
         return snap
 
+    def _in_namespace(self, base: str, plural: str, **query: str) -> list[dict]:
+        return self._items(f"{base}/namespaces/{self.scope.namespace}/{plural}", **query)
+
     def _read_watched(self) -> dict[str, t.Any]:
         """The watched kinds in the namespace (a kind only when a name or the selector asks for it), and the targets."""
-        ns, names = self.scope.namespace, self.scope.names
+        names = self.scope.names
         want_any = self.scope.label_selector is not None
         found: dict[str, t.Any] = {}
         found["deployments"] = (
-            self._items(self.apps.list_namespaced_deployment, ns) if names["deployments"] or want_any else []
+            self._in_namespace("/apis/apps/v1", "deployments") if names["deployments"] or want_any else []
         )
-        found["jobs"] = self._items(self.batch.list_namespaced_job, ns) if names["jobs"] or want_any else []
-        found["pvcs"] = self._items(self.core.list_namespaced_persistent_volume_claim, ns)
+        found["jobs"] = self._in_namespace("/apis/batch/v1", "jobs") if names["jobs"] or want_any else []
+        found["pvcs"] = self._in_namespace("/api/v1", "persistentvolumeclaims")
         found["leaderworkersets"] = (
-            self._items(
-                self.custom.list_namespaced_custom_object, "leaderworkerset.x-k8s.io", "v1", ns, "leaderworkersets"
-            )
+            self._in_namespace("/apis/leaderworkerset.x-k8s.io/v1", "leaderworkersets")
             if names["leaderworkersets"]
             else []
         )
@@ -117,30 +112,27 @@ class ClusterReader:
 
     def _read_surroundings(self, snap: dict[str, t.Any], log_lines: int) -> None:
         """Add what surrounds unfinished objects to ``snap``: pods, events, and what their failures may need."""
-        ns = self.scope.namespace
-        snap["replicasets"] = self._items(self.apps.list_namespaced_replica_set, ns) if snap["deployments"] else []
-        snap["pods"] = self._items(self.core.list_namespaced_pod, ns)
-        snap["events"] = self._items(self.core.list_namespaced_event, ns)
+        snap["replicasets"] = self._in_namespace("/apis/apps/v1", "replicasets") if snap["deployments"] else []
+        snap["pods"] = self._in_namespace("/api/v1", "pods")
+        snap["events"] = self._in_namespace("/api/v1", "events")
         if any(_is_unschedulable(p) for p in snap["pods"]):
-            snap["nodes"] = self._optional(self.core.list_node)
+            snap["nodes"] = self._optional("/api/v1/nodes")
             snap["node_pools"] = self._node_pools()
         if any(_get(p, "status", "phase", default="Pending") == "Pending" for p in snap["pvcs"]):
-            snap["pvs"] = self._optional(self.core.list_persistent_volume)
-            snap["storage_classes"] = self._optional(self.storage.list_storage_class)
-            snap["csi_drivers"] = self._optional(self.storage.list_csi_driver)
+            snap["pvs"] = self._optional("/api/v1/persistentvolumes")
+            snap["storage_classes"] = self._optional("/apis/storage.k8s.io/v1/storageclasses")
+            snap["csi_drivers"] = self._optional("/apis/storage.k8s.io/v1/csidrivers")
         snap["logs"] = self._fetch_logs(snap, log_lines)
 
-    def _items(self, call: t.Callable, *args: t.Any, **kwargs: t.Any) -> list[dict]:
-        resp = call(*args, _preload_content=False, _request_timeout=self.request_timeout, **kwargs)
-        return json.loads(resp.data).get("items") or []
+    def _items(self, path: str, **query: str) -> list[dict]:
+        listing = self.kube.request("GET", path, query=list(query.items())) or {}
+        return listing.get("items") or []
 
-    def _optional(self, call: t.Callable, *args: t.Any, **kwargs: t.Any) -> list[dict] | None:
+    def _optional(self, path: str) -> list[dict] | None:
         """A list the user may not be allowed to read (nodes, PVs...): ``None`` when forbidden or absent."""
-        from kubernetes.client.exceptions import ApiException
-
         try:
-            return self._items(call, *args, **kwargs)
-        except ApiException as exc:
+            return self._items(path)
+        except ApiError as exc:
             if exc.status in (401, 403, 404):
                 return None
             raise
@@ -148,7 +140,7 @@ class ClusterReader:
     def _node_pools(self) -> list[dict] | None:
         if self._node_pools_missing:
             return []
-        pools = self._optional(self.custom.list_cluster_custom_object, "karpenter.sh", "v1", "nodepools")
+        pools = self._optional("/apis/karpenter.sh/v1/nodepools")
         if pools is None:
             self._node_pools_missing = True  # no Karpenter (or not allowed to see it): stop asking
             return []
@@ -169,22 +161,11 @@ class ClusterReader:
 
     def _log_tail(self, ref: LogRef, log_lines: int) -> dict[str, t.Any]:
         """One container's last lines (the previous instance's, else the current one's, when ``ref.previous``)."""
-        from kubernetes.client.exceptions import ApiException
-
         entry: dict[str, t.Any] = {"lines": [], "error": None}
         for previous in (ref.previous, not ref.previous) if ref.previous else (False,):
             try:
-                text = self.core.read_namespaced_pod_log(
-                    ref.pod,
-                    self.scope.namespace,
-                    container=ref.container,
-                    previous=previous,
-                    tail_lines=log_lines,
-                    _request_timeout=self.request_timeout,
-                )
-                return {"lines": str(text or "").splitlines(), "error": None}
-            except ApiException as exc:
-                entry["error"] = entry["error"] or _api_error_text(exc)
+                lines = self.kube.pod_log(self.scope.namespace, ref.pod, ref.container, log_lines, previous)
+                return {"lines": lines, "error": None}
             except Exception as exc:  # noqa: BLE001 - a log we cannot read is evidence, not a failure
                 entry["error"] = entry["error"] or _one_line(str(exc), 160)
         return entry
@@ -195,32 +176,19 @@ class ClusterReader:
         Returns ``{"manifest": dict | None, "pod": str | None, "error": str | None}``; a log that cannot be
         read, or holds no manifest line, gives ``manifest: None`` and says why in ``error``.
         """
-        from kubernetes.client.exceptions import ApiException
-
-        namespace = self.scope.namespace
         try:
-            pods = self._items(
-                self.core.list_namespaced_pod, namespace, label_selector=f"batch.kubernetes.io/job-name={job}"
-            )
-        except ApiException as exc:
-            return {"manifest": None, "pod": None, "error": _api_error_text(exc)}
+            pods = self._in_namespace("/api/v1", "pods", labelSelector=f"batch.kubernetes.io/job-name={job}")
+        except ApiError as exc:
+            return {"manifest": None, "pod": None, "error": _one_line(exc.message, 160)}
         succeeded = [p for p in pods if _get(p, "status", "phase") == "Succeeded"]
         if not succeeded:
             return {"manifest": None, "pod": None, "error": f"Job {job} has no succeeded pod left to read"}
         pod = _name(max(succeeded, key=lambda p: _get(p, "metadata", "creationTimestamp", default="")))
         try:
-            text = self.core.read_namespaced_pod_log(
-                pod,
-                namespace,
-                container=container,
-                tail_lines=MANIFEST_TAIL_LINES,
-                _request_timeout=self.request_timeout,
-            )
-        except ApiException as exc:
-            return {"manifest": None, "pod": pod, "error": _api_error_text(exc)}
+            lines = self.kube.pod_log(self.scope.namespace, pod, container, MANIFEST_TAIL_LINES)
         except Exception as exc:  # noqa: BLE001 - an unreadable log is reported, not raised
             return {"manifest": None, "pod": pod, "error": _one_line(str(exc), 160)}
-        manifest = manifest_from_log(str(text or "").splitlines())
+        manifest = manifest_from_log(lines)
         error = None if manifest else f"the log of pod {pod} container {container} holds no manifest line"
         return {"manifest": manifest, "pod": pod, "error": error}
 
@@ -256,11 +224,3 @@ def _restart_count(pod: dict, container: str) -> int:
         if status.get("name") == container:
             return status.get("restartCount", 0)
     return 0
-
-
-def _api_error_text(exc: t.Any) -> str:
-    try:
-        body = json.loads(exc.body or "{}")
-        return _one_line(body.get("message") or exc.reason or str(exc), 160)
-    except (TypeError, ValueError):
-        return _one_line(str(exc.reason or exc), 160)

@@ -71,13 +71,13 @@ class _Poll:
 class DeploymentWatch:
     """Polls the objects deploy created until they succeed or a finding is certain.
 
-    ``api_client`` is a ``kubernetes.client.ApiClient`` (one, reused for every call). The arguments are kept as a
-    :class:`WatchScope` (what to watch), :class:`Settings` (budgets) and :class:`PollTiming` (pacing).
+    ``kube`` is the collection's :class:`kube_client.Kube` (one client, reused for every call). The arguments are
+    kept as a :class:`WatchScope` (what to watch), :class:`Settings` (budgets) and :class:`PollTiming` (pacing).
     """
 
     def __init__(
         self,
-        api_client: t.Any,
+        kube: t.Any,
         scope: WatchScope,
         settings: Settings | None = None,
         timing: PollTiming | None = None,
@@ -87,7 +87,7 @@ class DeploymentWatch:
         self.settings = settings or Settings()
         timing = timing or PollTiming()
         self.timing = dataclasses.replace(timing, interval=max(timing.interval, 0.5))
-        self.reader = ClusterReader(api_client, self.scope, request_timeout)
+        self.reader = ClusterReader(kube, self.scope, request_timeout)
         self.api_errors: list[str] = []
 
     def snapshot(self, started: float) -> dict[str, t.Any]:

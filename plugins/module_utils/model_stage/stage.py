@@ -121,6 +121,13 @@ class _Outcome:
         }
 
 
+def _copied(outcome: _Outcome, files: tuple[list[str], list[str], list[str]], nbytes: int) -> dict[str, Any]:
+    """The result of a run that copies (or in check mode would): which files were copied, reused and removed."""
+    outcome.copied, outcome.reused, outcome.removed = files
+    outcome.bytes_copied = nbytes
+    return outcome.result()
+
+
 def _plan(
     src_files: list[tuple[str, os.stat_result]],
     dest: Path,
@@ -256,20 +263,8 @@ def stage(
         manifest["files"] = [
             dict(e, sha256=expected[e["path"]]) if e["path"] in expected else e for e in manifest["files"]
         ]
-        return _Outcome(
-            changed=True,
-            dest=dest_path,
-            src=src_path,
-            manifest=manifest,
-            copied=copy,
-            reused=reuse,
-            removed=removed,
-            bytes_copied=copy_bytes,
-            start=start,
-            before=before,
-            after=after,
-            check_mode=True,
-        ).result()
+        planned = _Outcome(True, dest_path, manifest, start, before, after, src_path, check_mode=True)
+        return _copied(planned, (copy, reuse, removed), copy_bytes)
 
     try:
         dest_path.parent.mkdir(parents=True, exist_ok=True)
@@ -285,20 +280,8 @@ def stage(
         except BaseException:
             _remove_tree(tmp)
             raise
-    return _Outcome(
-        changed=True,
-        dest=dest_path,
-        src=src_path,
-        manifest=manifest,
-        copied=copy,
-        reused=reuse,
-        removed=removed,
-        bytes_copied=copy_bytes,
-        start=start,
-        before=before,
-        after=_listing(manifest["files"]),
-        check_mode=False,
-    ).result()
+    done = _Outcome(True, dest_path, manifest, start, before, _listing(manifest["files"]), src_path)
+    return _copied(done, (copy, reuse, removed), copy_bytes)
 
 
 def _listing_of_dir(path: Path) -> str:
