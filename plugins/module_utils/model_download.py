@@ -236,9 +236,11 @@ class StageFailure(Exception):
 
 
 def _what_it_downloads(job: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
-    """What makes two download Jobs the same download: the engine's command and the claim it writes to."""
+    """What makes two download Jobs the same download: the engine's arguments and the claim it writes to (not where
+    the engine is: a Job of an earlier release ran it as /opt/llmops/model_stage.py, and downloads the same)."""
     pod = job.get("spec", {}).get("template", {}).get("spec", {})
     command = next((c.get("command") for c in pod.get("containers") or [] if c.get("name") == CONTAINER), None)
+    command = command[2:] if isinstance(command, list) else command
     claims = [
         v["persistentVolumeClaim"].get("claimName") for v in pod.get("volumes") or [] if "persistentVolumeClaim" in v
     ]

@@ -97,12 +97,12 @@ REASONS: dict[str, Reason] = {
     "not_found": Reason(
         "what was asked for does not exist (an object to wait for; a repository, revision or file on the Hub)",
         "check the name; apply first",
-        _WAIT + _HUB,
+        _WAIT + _HUB + ("vllm_model_stage",),
     ),
     "api_unreachable": Reason(
         "the Kubernetes API server does not answer",
         "check the kubeconfig, the context and the network",
-        _WAIT + ("vllm_apply", "vllm_model_stage", "vllm_startup_report"),
+        _WAIT + ("vllm_wait", "vllm_apply", "vllm_model_stage", "vllm_startup_report"),
     ),
     "timeout": Reason(
         "time ran out without a certain cause (a wait), or a request got no answer within timeout (the probe)",
@@ -177,10 +177,14 @@ REASONS: dict[str, Reason] = {
     "bad_input": Reason(
         "an option or argument is wrong (vllm_model_stage, the staging engine)",
         "the message names it",
-        _ENGINE + ("vllm_model_stage",),
+        _ENGINE + _HUB + ("vllm_model_stage",),
     ),
     "source_missing": Reason("the model directory does not exist", "check src / the model volume's path", _ENGINE),
-    "missing_file": Reason("a file the model needs is not there", "download it again (the message names it)", _ENGINE),
+    "missing_file": Reason(
+        "a file the model needs is not there (or not in the Hub's listing)",
+        "download it again, or fix the file names (the message names it)",
+        _ENGINE + _HUB,
+    ),
     "bad_config": Reason("config.json or params.json is not valid", "download the model again", _ENGINE),
     "unknown_format": Reason(
         "the directory is neither a Hugging Face nor a Mistral layout", "point at the model's own directory", _ENGINE
@@ -190,12 +194,12 @@ REASONS: dict[str, Reason] = {
     "shard_missing": Reason("the index names a shard that is not there", "download the model again", _ENGINE),
     "tensor_missing": Reason("the index names a tensor that no shard holds", "download the model again", _ENGINE),
     "sha256_mismatch": Reason(
-        "a file's sha256 (or git blob id) is not the expected one", "download the file again", _ENGINE
+        "a file's sha256 (or git blob id) is not the expected one", "download the file again", _ENGINE + _HUB
     ),
     "foreign_dest": Reason(
         "the destination holds files that this engine did not stage", "remove them, or set force", _ENGINE
     ),
-    "no_space": Reason("the destination is too small", "raise ram_size_limit or the volume's size", _ENGINE),
+    "no_space": Reason("the destination is too small", "raise ram_size_limit or the volume's size", _ENGINE + _HUB),
     "permission_denied": Reason(
         "a file or directory cannot be read or written", "fix its owner or mode (or the pod's fsGroup)", _ENGINE
     ),
@@ -266,7 +270,7 @@ REASONS: dict[str, Reason] = {
 
 # What each module's failures can carry, by producer.
 MODULE_PRODUCERS: dict[str, tuple[str, ...]] = {
-    "vllm_wait": ("diagnosis",),
+    "vllm_wait": ("diagnosis", "vllm_wait"),
     "vllm_apply": ("diagnosis", "vllm_apply"),
     "vllm_model_stage": ("diagnosis", "model_stage", "vllm_model_stage"),
     "vllm_endpoint_probe": ("endpoint_probe", "vllm_endpoint_probe"),

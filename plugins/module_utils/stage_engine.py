@@ -37,6 +37,18 @@ MODULES = (
 )
 
 
+# Servers rendered before the engine became a package mount this ConfigMap at /opt/llmops and run
+# `python3 /opt/llmops/model_stage.py`: this key runs the package from that same directory, so such a pod, started
+# between an upgrade's download step (which updates the ConfigMap) and its servers step, still stages.
+LEGACY_ENTRY = "model_stage.py"
+LEGACY_SOURCE = """# The staging engine for servers rendered before it was a package: run it from this directory.
+import os
+import runpy
+
+runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "__main__.py"), run_name="__main__")
+"""
+
+
 def engine_command(command: str, *args: str) -> list[str]:
     """A container command running the engine's ``command`` (stage, verify, download) with ``args``."""
     return ["python3", ENGINE_MOUNT, command, *args]
@@ -70,10 +82,11 @@ def engine_sha256(files: t.Mapping[str, str] | None = None) -> str:
 
 
 def stage_configmap(name: str, namespace: str, files: t.Mapping[str, str] | None = None) -> dict[str, t.Any]:
-    """The ConfigMap that carries the engine into download and init containers (a key per file)."""
+    """The ConfigMap that carries the engine into download and init containers (a key per file, and the entry
+    point of servers rendered before the engine was a package)."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": namespace, "labels": labels("model-stage")},
-        "data": dict(files or engine_files()),
+        "data": {**(files or engine_files()), LEGACY_ENTRY: LEGACY_SOURCE},
     }

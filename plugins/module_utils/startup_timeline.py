@@ -71,7 +71,7 @@ def format_seconds(seconds: float | None) -> str:
 
 
 def _iso(moment: dt.datetime | None) -> str | None:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
 
 def _phase(name: str, start=None, end=None, seconds=None, detail="", known=True, **extra) -> dict[str, t.Any]:
@@ -161,7 +161,7 @@ def pull_phase(pod: t.Mapping[str, t.Any], events: t.Sequence[t.Mapping[str, t.A
         if not pulled:
             missing.append(name)
             continue
-        event = min(pulled, key=lambda e: _event_time(e) or dt.datetime.max.replace(tzinfo=dt.UTC))
+        event = min(pulled, key=lambda e: _event_time(e) or dt.datetime.max.replace(tzinfo=dt.timezone.utc))
         at = _event_time(event)
         message = str(event.get("message") or "")
         if match := _PULLED.search(message):

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ansible_collections.llmops.vllm.plugins.module_utils.stage_engine import LEGACY_ENTRY, LEGACY_SOURCE
 from ansible_collections.llmops.vllm.tests import model_factory as mf
+from ansible_collections.llmops.vllm.tests.configmap_mount import mount_configmap
 from cluster_helpers import BIN, ROOT, Kubectl, run_playbook
 
 TIMINGS: list[tuple[str, float]] = []
@@ -481,7 +483,7 @@ def test_render_with_defaults_reproduces_the_workshop(tmp_path):
     assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "hf-token"
     engine = by_kind(objects, "ConfigMap")["llmops-model-stage"]["data"]
     package = ROOT / "plugins" / "module_utils" / "model_stage"
-    assert engine == {path.name: path.read_text() for path in package.glob("*.py")}
+    assert engine == {path.name: path.read_text() for path in package.glob("*.py")} | {LEGACY_ENTRY: LEGACY_SOURCE}
 
     deployment = by_kind(objects, "Deployment")["mistral"]
     assert deployment["metadata"]["labels"]["model"] == "mistral7b"
@@ -535,23 +537,12 @@ def test_render_with_defaults_reproduces_the_workshop(tmp_path):
     }
 
 
-def mount_configmap(configmap: dict, where: Path) -> None:
-    """The ConfigMap as the kubelet mounts it: a timestamped directory, ``..data`` pointing at it, and one symbolic
-    link per key into ``..data`` (kubernetes v1.35.4 pkg/volume/util/atomic_writer.go)."""
-    payload = where / "..2026_11_30_00_00_00.000000001"
-    payload.mkdir(parents=True)
-    for key, text in configmap["data"].items():
-        (payload / key).write_text(text)
-        (where / key).symlink_to(Path("..data") / key)
-    (where / "..data").symlink_to(payload.name)
-
-
 def run_init_container_from_its_configmap(pod: dict, configmap: dict, tmp_path: Path) -> None:
     """Run the rendered init container's command here, its volumes mapped to directories: the engine it runs is the
     ConfigMap's files as mounted, the source a generated model on the 'model volume'."""
     (init,) = pod["initContainers"]
     mounts = {m["mountPath"]: tmp_path / "volumes" / m["name"] for m in init["volumeMounts"]}
-    mount_configmap(configmap, mounts["/opt/llmops/model_stage"])
+    mount_configmap(configmap["data"], mounts["/opt/llmops/model_stage"])
     src = init["command"][init["command"].index("--src") + 1]
     mf.make_mistral_model(mounts["/models"] / Path(src).name)
     mounts["/ram-models"].mkdir(parents=True)

@@ -15,7 +15,11 @@ import pytest
 import yaml
 from ansible_collections.llmops.vllm.plugins.module_utils import model_download as md
 from ansible_collections.llmops.vllm.plugins.module_utils import model_stage as ms
-from ansible_collections.llmops.vllm.plugins.module_utils.stage_engine import stage_configmap
+from ansible_collections.llmops.vllm.plugins.module_utils.stage_engine import (
+    LEGACY_ENTRY,
+    LEGACY_SOURCE,
+    stage_configmap,
+)
 from ansible_collections.llmops.vllm.tests.ansible_cli import run_module
 from cluster_helpers import ROOT, Kubectl, apply_object, run_playbook, wait_until
 
@@ -154,7 +158,7 @@ def test_creates_the_job_waits_and_returns_its_manifest_then_reuses_it(kubeconfi
     assert command[command.index("--dest") + 1] == "/models/mistral-7b-v0-3"
     engine = kubectl.json("-n", namespace, "get", "configmap", "llmops-model-stage")["data"]
     package = ROOT / "plugins" / "module_utils" / "model_stage"
-    assert engine == {path.name: path.read_text() for path in package.glob("*.py")}
+    assert engine == {path.name: path.read_text() for path in package.glob("*.py")} | {LEGACY_ENTRY: LEGACY_SOURCE}
 
     # Second run: the Complete Job is reused, not re-created, and reports the same manifest.
     second = stage(kubeconfig, args_for(namespace, claim, job))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 import typing as t
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.findings import Settings
 from ansible_collections.llmops.vllm.plugins.module_utils.quantity import format_bytes, parse_quantity
@@ -46,7 +46,7 @@ def parse_time(value: t.Any) -> datetime | None:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _ts(value: str | None) -> float | None:

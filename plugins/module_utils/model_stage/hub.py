@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -86,7 +86,7 @@ class _Hub:
     timeout and the retry budget of each request."""
 
     repo_id: str
-    token: str | None
+    token: str | None = field(repr=False)
     token_env: str | None
     timeout: float
     retries: int

@@ -5,15 +5,25 @@ What it does against a real API server is in tests/integration/test_stage_cluste
 
 from __future__ import annotations
 
+import copy
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from ansible_collections.llmops.vllm.plugins.module_utils import model_download as md
 from ansible_collections.llmops.vllm.plugins.module_utils import model_stage as ms
 from ansible_collections.llmops.vllm.plugins.module_utils.model_stage.manifest import _print_manifest as print_manifest
-from ansible_collections.llmops.vllm.plugins.module_utils.stage_engine import engine_files, stage_configmap
+from ansible_collections.llmops.vllm.plugins.module_utils.stage_engine import (
+    LEGACY_ENTRY,
+    LEGACY_SOURCE,
+    engine_files,
+    stage_configmap,
+)
+from ansible_collections.llmops.vllm.tests import model_factory as mf
+from ansible_collections.llmops.vllm.tests.configmap_mount import mount_configmap
 
 GOOD = {
     "namespace": "vllm",
@@ -109,7 +119,7 @@ def test_the_configmap_carries_this_engine_byte_for_byte() -> None:
     for name, text in files.items():
         assert text == (package / name).read_text(encoding="utf-8")
     cm = stage_configmap("llmops-model-stage", "vllm", files)
-    assert cm["data"] == files
+    assert cm["data"] == {**files, LEGACY_ENTRY: LEGACY_SOURCE}
     assert cm["metadata"]["labels"]["app.kubernetes.io/name"] == "model-stage"
     # ConfigMaps hold at most 1 MiB (kubernetes validation: MaxSecretSize for ConfigMap data too).
     assert sum(len(text.encode()) for text in files.values()) < 1024 * 1024
@@ -150,3 +160,32 @@ def test_the_cluster_modes_defaults_are_the_model_download_roles():
     role = yaml.safe_load(defaults_file.read_text())
     assert {key: role[f"model_download_{key}"] for key in md.DEFAULTS} == md.DEFAULTS
     assert role["model_download_wait_timeout"] == md.DEFAULT_TIMEOUT
+
+
+def test_a_job_of_the_single_file_engine_is_the_same_download() -> None:
+    # Releases before the engine became a package ran it as /opt/llmops/model_stage.py: its Complete Job is reused.
+    request = md.check_request(GOOD)
+    job = md.download_job(request["job"], "vllm", "fsx-models", **request["settings"])
+    older = copy.deepcopy(job)
+    older["spec"]["template"]["spec"]["containers"][0]["command"][1] = "/opt/llmops/model_stage.py"
+    assert md._what_it_downloads(older) == md._what_it_downloads(job)
+    elsewhere = copy.deepcopy(job)
+    elsewhere["spec"]["template"]["spec"]["containers"][0]["command"][-1] = "OTHER_TOKEN"
+    assert md._what_it_downloads(elsewhere) != md._what_it_downloads(job)
+
+
+@pytest.mark.parametrize("layout", ["package directory", "earlier release"])
+def test_the_configmap_as_mounted_stages_a_model(tmp_path: Path, layout: str) -> None:
+    # Now: mounted at /opt/llmops/model_stage, run as `python3 /opt/llmops/model_stage`. An earlier release's
+    # server: the same ConfigMap mounted at /opt/llmops, run as `python3 /opt/llmops/model_stage.py`.
+    data = stage_configmap("llmops-model-stage", "vllm")["data"]
+    if layout == "package directory":
+        entry = mount_configmap(data, tmp_path / "opt" / "llmops" / "model_stage")
+    else:
+        entry = mount_configmap(data, tmp_path / "opt" / "llmops") / LEGACY_ENTRY
+    src = mf.make_mistral_model(tmp_path / "models" / "m")["path"]
+    dest = tmp_path / "ram-models" / "m"
+    command = [sys.executable, "-I", str(entry), "stage", "--src", str(src), "--dest", str(dest)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1].removeprefix("MANIFEST ")) == ms.load_manifest(dest)
