@@ -185,16 +185,11 @@ attributes:
     membership:
       - llmops.vllm.vllm
 notes:
-  - Errors name the file and the problem in one line (C(msg)) and carry the same as data in RV(details), with
-    RV(details.problem) one of V(source_missing), V(missing_file), V(unknown_format), V(truncated), V(corrupt),
-    V(shard_missing), V(tensor_missing), V(bad_config), V(sha256_mismatch), V(no_space), V(permission_denied),
-    V(foreign_dest), V(source_changed), V(bad_input), V(io_error).
+  - Errors name the file and the problem in one line (C(msg)) and carry RV(reason) (listed under RETURN; what each
+    means and what to do in docs/reasons.md) and the same as data in RV(details).
   - Only safetensors weights are supported.
   - The manifest records the modification times of O(src); the copy keeps them.
-  - In cluster-side mode, failures carry RV(reason), RV(object) and RV(evidence) like M(llmops.vllm.vllm_wait)'s, with
-    these reasons besides its own, V(bad_input), V(job_mismatch), V(apply_failed), V(api_error) and
-    V(manifest_unavailable) (the Job is Complete but its log, and so its manifest, is gone; delete the Job and run
-    again, the download then verifies the volume and exits at once).
+  - In cluster-side mode, failures carry RV(reason), RV(object) and RV(evidence) like M(llmops.vllm.vllm_wait)'s.
   - The cluster-side mode needs the C(kubernetes) Python library; the local mode does not.
 seealso:
   - module: llmops.vllm.vllm_wait
