@@ -142,6 +142,7 @@ def resolve(entry: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, 
     spec["labels"] = dict(spec.get("labels") or {"model": name})
     spec["selector"] = dict(spec["labels"])
     spec["metadata_labels"] = {**spec["labels"], **names.labels("vllm", name)}
+    spec["instance_selector"] = {names.INSTANCE_LABEL: name, names.MANAGED_BY_LABEL: names.MANAGED_BY}
     strategy = spec.get("load_strategy") or "ram_copy"
     spec["load_strategy"] = strategy
     model_dir = str(spec.get("model_dir") or name).strip("/")
