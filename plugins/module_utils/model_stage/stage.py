@@ -216,20 +216,10 @@ def stage(
     )
     before = _listing(old["files"]) if old else _listing_of_dir(dest_path)
     if old is not None and not copy and not removed and set(_manifest_files(old)) == {r for r, _st in src_files}:
-        return _Outcome(
-            changed=False,
-            dest=dest_path,
-            src=src_path,
-            manifest=old,
-            copied=[],
-            reused=reuse,
-            removed=[],
-            bytes_copied=0,
-            start=start,
-            before=before,
-            after=before,
-            check_mode=check_mode,
-        ).result()
+        unchanged = _Outcome(
+            False, dest_path, old, start, before, before, src_path, reused=reuse, check_mode=check_mode
+        )
+        return unchanged.result()
 
     if dest_path.is_dir() and old is None and not force and any(dest_path.iterdir()):
         raise InvalidModelError(
@@ -452,17 +442,4 @@ def verify(
             manifest = own  # type: ignore[assignment]
     before = _listing(own["files"]) if own else ""
     after = _listing(manifest["files"]) if write_manifest else before
-    return _Outcome(
-        changed=changed,
-        dest=root,
-        src=None,
-        manifest=manifest,
-        copied=[],
-        reused=[],
-        removed=[],
-        bytes_copied=0,
-        start=start,
-        before=before,
-        after=after,
-        check_mode=check_mode,
-    ).result()
+    return _Outcome(changed, root, manifest, start, before, after, check_mode=check_mode).result()
