@@ -195,6 +195,7 @@ class FakeVLLM:
         self._server = HTTPServer(host=host, port=self.port, ssl_context=ssl_context, threaded=True)
         self._ready_at = 0.0
         self._stopped = threading.Event()
+        self._aborting = threading.Event()
         self._lock = threading.Lock()
         self._running = 0
         self._prompt_tokens = 0
@@ -236,6 +237,19 @@ class FakeVLLM:
         self._stopped.set()
         if self._server.is_running():
             self._server.stop()
+
+    def shutdown(self, drain_seconds: float = 0.0) -> None:
+        """What vLLM does on SIGTERM (tests/fake_vllm_cli.py): the listener closes at once, so new connections are
+        refused; requests in flight finish within ``drain_seconds``, and streams still running then end with
+        ``finish_reason: "abort"``."""
+        self.stop()
+        deadline = time.monotonic() + drain_seconds
+        while self._running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._aborting.set()
+        deadline = time.monotonic() + 1.0  # the aborted streams write their last events
+        while self._running and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def __enter__(self) -> FakeVLLM:
         return self.start()
@@ -497,6 +511,10 @@ class FakeVLLM:
                 for token in tokens:
                     if config.token_delay:
                         time.sleep(config.token_delay)
+                    if self._aborting.is_set():
+                        yield event(delta({"content": ""}, "abort"))
+                        yield "data: [DONE]\n\n"
+                        return
                     yield event(delta({"content": token}))
                 if not config.stream_finish:
                     return

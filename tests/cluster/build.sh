@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the local control plane (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
-# etcd, kwok) from Go modules through the ordinary `go` client, cached by version outside the work tree.
+# etcd, kwok) and the real node's kubelet and kube-proxy from Go modules through the ordinary `go` client, cached by version outside the work tree.
 # The first build takes tens of minutes on 2 cores; later runs find the binaries and return at once.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -8,7 +8,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/versions.env"
 bin="$(cluster_bin_dir)"
 # Components to build: all by default; `build.sh kwok kubectl` builds only those (the kind path needs no more).
-want=("${@:-kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok}")
+want=("${@:-kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy etcd kwok}")
 # shellcheck disable=SC2206
 want=(${want[*]})
 
@@ -89,6 +89,8 @@ wants() { [[ " ${want[*]} " == *" $1 "* ]]; }
 if wants etcd && [[ ! -x "$bin/etcd" ]]; then build_etcd; fi
 if wants kwok && [[ ! -x "$bin/kwok" ]]; then build_kwok; fi
 k8s=()
-for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do wants "$c" && k8s+=("$c"); done
+# One wrapper module and one build cache for all of them: the kubelet and kube-proxy share most of their packages
+# with the control plane (built apart, under load, the kubelet alone took 29 min).
+for c in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do wants "$c" && k8s+=("$c"); done
 [[ ${#k8s[@]} -eq 0 ]] || build_kubernetes "${k8s[@]}"
 step "done: binaries in $bin"

@@ -10,7 +10,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/versions.env"
 bin="$(cluster_bin_dir)"
 addons="$(addons_cache_dir)"
-state="${LLMOPS_VLLM_CLUSTER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/llmops-vllm/cluster}"
+state="$(cluster_state_dir)"
 kubeconfig="$state/kubeconfig"
 api_port="${LLMOPS_VLLM_API_PORT:-16443}"
 etcd_port="${LLMOPS_VLLM_ETCD_PORT:-16379}"
@@ -20,16 +20,10 @@ kcm_port=$((16257 + offset)) scheduler_port=$((16259 + offset)) kwok_port=$((162
 lws_webhook_port=$((16270 + offset)) lws_health_port=$((16271 + offset)) lws_metrics_port=$((16272 + offset))
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok lws-manager)
 
-log() { echo "cluster: $*" >&2; }
-die() { echo "cluster: error: $*" >&2; exit 1; }
+who=cluster run_dir="$state"
+# shellcheck source=tests/cluster/lib.sh
+source "$here/lib.sh"
 kctl() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
-
-running() { # component -> 0 when its recorded PID is alive and is that component
-  local pidf="$state/$1.pid"
-  [[ -f "$pidf" ]] || return 1
-  local pid; pid=$(cat "$pidf")
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && grep -q -- "$1" "/proc/$pid/cmdline" 2>/dev/null
-}
 
 external_cluster() { # a KUBECONFIG that is not ours and reaches a cluster
   [[ -n "${KUBECONFIG:-}" && "${KUBECONFIG}" != "$kubeconfig" && -f "${KUBECONFIG%%:*}" ]] || return 1
@@ -73,24 +67,6 @@ EXT
   chmod 600 "$kubeconfig"
 }
 
-start() { # name, args...
-  local name="$1"; shift
-  running "$name" && return 0
-  local exe="$bin/$name"; [[ -x "$exe" ]] || exe="$addons/bin/$name"
-  # setsid: the component outlives the shell that started it and never holds its terminal.
-  setsid "$exe" "$@" >"$state/$name.log" 2>&1 < /dev/null &
-  echo $! > "$state/$name.pid"
-}
-
-wait_for() { # description, seconds, command...
-  local what="$1" secs="$2"; shift 2
-  local end=$(( $(date +%s) + secs ))
-  until "$@" >/dev/null 2>&1; do
-    (( $(date +%s) < end )) || die "$what did not come up in ${secs}s; see $state/*.log"
-    sleep 0.3
-  done
-}
-
 up() {
   if external_cluster; then
     log "KUBECONFIG=$KUBECONFIG already reaches a cluster; not starting a local one"
@@ -120,6 +96,7 @@ up() {
       --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
       --service-cluster-ip-range 10.96.0.0/16 --authorization-mode Node,RBAC --allow-privileged=true \
       --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key" \
+      --kubelet-preferred-address-types InternalIP,Hostname \
       --profiling=false
   wait_for kube-apiserver 60 kctl get --raw /readyz
   start kube-controller-manager --kubeconfig "$kubeconfig" --bind-address 127.0.0.1 --secure-port "$kcm_port" \
@@ -140,6 +117,8 @@ up() {
   kctl apply --server-side --field-manager llmops-cluster -f "$here/nodes.yaml" >/dev/null
   wait_for "simulated nodes" 60 kctl wait --for=condition=Ready node --all --timeout=2s
   wait_for "default service account" 60 kctl -n default get serviceaccount default
+  # The real node beside the kwok nodes (the first cluster on a machine only: a kubelet uses fixed host paths).
+  if [[ "$offset" == 0 ]]; then "$here/node.sh" up; else LLMOPS_VLLM_REAL_NODE=0 "$here/node.sh" up; fi
   log "up in $(( $(date +%s) - t0 ))s; $(kctl get nodes --no-headers | wc -l) nodes; export KUBECONFIG=$kubeconfig"
 }
 
@@ -193,18 +172,10 @@ YAML
 }
 
 down() {
-  local name pid
-  for (( i=${#components[@]}-1; i>=0; i-- )); do
-    name="${components[$i]}"
-    if running "$name"; then
-      pid=$(cat "$state/$name.pid")
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-      log "stopped $name ($pid)"
-    fi
-    rm -f "$state/$name.pid"
-  done
+  # The real node first: its pods, mounts and network rules go while the API server still answers.
+  "$here/node.sh" down
+  local i
+  for (( i=${#components[@]}-1; i>=0; i-- )); do stop "${components[$i]}"; done
   # Data and certificates go with the cluster: the next `up` starts empty.
   [[ "${LLMOPS_VLLM_KEEP_STATE:-0}" == 1 ]] || rm -rf "$state"
 }

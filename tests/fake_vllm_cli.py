@@ -1,0 +1,162 @@
+"""The fake vLLM server started the way the real image starts vLLM: the entry point of the node's vLLM images.
+
+``python3 -m vllm.entrypoints.openai.api_server ARGS`` (the AWS DLC image, vLLM 0.9.0's module) and
+``vllm serve MODEL ARGS`` (``vllm/vllm-openai``) land here with the arguments the collection renders. The release is
+the image's (``LLMOPS_FAKE_VLLM_RELEASE``, set by tests/cluster/images.py). What it copies from that release:
+
+- **the parser**: every flag is looked up in the release's catalogue (plugins/plugin_utils/_vllm_releases, generated
+  from the release's own ``arg_utils.py``/``cli_args.py``): ``--foo_bar`` is ``--foo-bar`` where the release's
+  FlexibleArgumentParser says so, aliases and (where argparse allows them) unique prefixes are taken, and anything
+  else exits 2 with argparse's ``error: unrecognized arguments: ...``; ``vllm serve`` takes the model as its
+  positional ``model_tag`` and has no ``--model`` (the catalogue's note);
+- **the model directory**: a local path without ``config.json`` or ``params.json`` fails the start (vLLM reads the
+  model's config before anything listens), and the weights are read once, as loading does, before the port listens
+  (0.9.0 ``entrypoints/openai/api_server.py`` ``run_server``: the socket is bound first and served only after
+  ``build_async_engine_client``): connections are refused while loading;
+- **SIGTERM** (see :func:`_on_sigterm`): the listener closes at once; in-flight streams end with
+  ``finish_reason: "abort"`` unless ``--shutdown-timeout`` gives them time (the releases that have it).
+
+Knobs a test needs that no vLLM argument carries come from the environment: ``LLMOPS_FAKE_VLLM_TOKEN_DELAY``
+(seconds per streamed token), ``LLMOPS_FAKE_VLLM_LOAD_S`` (extra loading seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ansible_collections.llmops.vllm.plugins.plugin_utils._vllm_release import release_view
+from ansible_collections.llmops.vllm.tests.vllm_fake_server import FakeVLLM, FakeVLLMConfig
+
+# The values the fake acts on; everything else is only checked against the catalogue.
+USED = ("host", "port", "model", "served-model-name", "api-key", "max-model-len", "enable-auto-tool-choice",
+        "tool-call-parser", "shutdown-timeout")
+
+
+class UsageError(Exception):
+    """What argparse prints before exiting 2."""
+
+
+def parse(argv: list[str], release: str, entry: str) -> dict[str, object]:
+    """The flags of ``argv`` as ``release``'s parser reads them (canonical name -> value, True for a bare flag)."""
+    view = release_view(release)
+    flags = dict(view.flags)
+    if entry == "api_server":
+        flags.setdefault("model", {})
+    values: dict[str, object] = {}
+    rest = list(argv)
+    if entry == "vllm":
+        if rest[:1] != ["serve"]:
+            raise UsageError("the fake image runs only `vllm serve`")
+        rest = rest[1:]
+        if rest and not rest[0].startswith("-"):
+            values["model"] = rest.pop(0)
+    unknown: list[str] = []
+    while rest:
+        token = rest.pop(0)
+        if not token.startswith("--"):
+            unknown.append(token)
+            continue
+        name, eq, value = token[2:].partition("=")
+        key = name.replace("_", "-") if view.underscores else name
+        key = view.aliases.get(key, key)
+        negated = key.startswith("no-") and flags.get(key[3:], {}).get("kind") == "bool"
+        if negated:
+            key = key[3:]
+        if key not in flags:
+            prefixed = [f for f in flags if f.startswith(key)] if _allow_abbrev(release) else []
+            if len(prefixed) != 1:
+                unknown.append(token)
+                continue
+            key = prefixed[0]
+        if entry == "vllm" and key == "model":
+            unknown.append(token)
+            continue
+        kind = flags[key].get("kind", "value")
+        if kind in ("flag", "bool"):
+            values[key] = not negated
+        elif kind == "list":
+            items = [value] if eq else []
+            while rest and not rest[0].startswith("-"):
+                items.append(rest.pop(0))
+            values[key] = items
+        elif eq:
+            values[key] = value
+        elif rest and (kind == "value" or not rest[0].startswith("-")):
+            values[key] = rest.pop(0)
+        elif kind != "optional":
+            raise UsageError(f"argument --{key}: expected one argument")
+    if unknown:
+        raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
+    return values
+
+
+def _allow_abbrev(release: str) -> bool:
+    from ansible_collections.llmops.vllm.plugins.plugin_utils._vllm_releases import catalogue
+
+    view = release_view(release)
+    return all(catalogue(r).get("allow_abbrev", True) for r in view.catalogued)
+
+
+def load(model: str) -> int:
+    """Read the model's files once, as loading does; the bytes read. A local path without a config fails."""
+    root = Path(model)
+    if not (root / "config.json").is_file() and not (root / "params.json").is_file():
+        raise SystemExit(f"ValueError: no config.json or params.json in the model directory {model}")
+    total = 0
+    for path in sorted(root.iterdir()):
+        if path.is_file():
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 22):
+                    total += len(chunk)
+    return total
+
+
+def main(entry: str, argv: list[str] | None = None) -> None:
+    release = os.environ.get("LLMOPS_FAKE_VLLM_RELEASE", "0.9.0")
+    prog = "vllm serve" if entry == "vllm" else "api_server.py"
+    try:
+        args = parse(sys.argv[1:] if argv is None else argv, release, entry)
+    except UsageError as exc:
+        print(f"usage: {prog} [options]\n{prog}: error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    model = str(args.get("model") or "facebook/opt-125m")  # vLLM's default model
+    print(f"INFO vLLM API server version {release}", flush=True)
+    print(f"INFO args: {args}", flush=True)
+    started = time.monotonic()
+    size = load(model)
+    time.sleep(float(os.environ.get("LLMOPS_FAKE_VLLM_LOAD_S", "0")))
+    served = args.get("served-model-name") or [model]
+    config = FakeVLLMConfig(
+        models=list(served) if isinstance(served, list) else [str(served)],
+        release=release,
+        api_key=str(args["api-key"]) if args.get("api-key") else os.environ.get("VLLM_API_KEY") or None,
+        max_model_len=int(str(args.get("max-model-len") or 2048)),
+        auto_tool_choice=bool(args.get("enable-auto-tool-choice")),
+        tool_parser=str(args["tool-call-parser"]) if args.get("tool-call-parser") else None,
+        token_delay=float(os.environ.get("LLMOPS_FAKE_VLLM_TOKEN_DELAY", "0")),
+    )
+    server = FakeVLLM(config, host=str(args.get("host") or "0.0.0.0"), port=int(str(args.get("port") or 8000)))  # noqa: S104
+    print(f"INFO Loading weights took {time.monotonic() - started:.2f} seconds ({size} bytes)", flush=True)
+    done = threading.Event()
+    timeout = args.get("shutdown-timeout")
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=_on_sigterm, args=(server, timeout, done)).start())
+    server.start()
+    print(f"INFO Starting vLLM API server on http://{server.host}:{server.port}", flush=True)
+    print("INFO:     Application startup complete.", flush=True)
+    done.wait()
+    print("INFO:     Finished server process", flush=True)
+
+
+def _on_sigterm(server: FakeVLLM, timeout: object, done: threading.Event) -> None:
+    """What the release does on SIGTERM: the listener goes at once; in-flight requests are aborted, or drained for
+    ``--shutdown-timeout`` seconds where given."""
+    seconds = float(str(timeout)) if timeout not in (None, "") else 0.0
+    mode = "drain" if seconds > 0 else "abort"
+    print(f"INFO stopping engine client mode={mode} timeout={seconds:g}s", flush=True)
+    server.shutdown(drain_seconds=seconds)
+    done.set()
