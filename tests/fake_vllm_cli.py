@@ -33,8 +33,17 @@ from ansible_collections.llmops.vllm.plugins.plugin_utils._vllm_release import r
 from ansible_collections.llmops.vllm.tests.vllm_fake_server import FakeVLLM, FakeVLLMConfig
 
 # The values the fake acts on; everything else is only checked against the catalogue.
-USED = ("host", "port", "model", "served-model-name", "api-key", "max-model-len", "enable-auto-tool-choice",
-        "tool-call-parser", "shutdown-timeout")
+USED = (
+    "host",
+    "port",
+    "model",
+    "served-model-name",
+    "api-key",
+    "max-model-len",
+    "enable-auto-tool-choice",
+    "tool-call-parser",
+    "shutdown-timeout",
+)
 
 
 class UsageError(Exception):

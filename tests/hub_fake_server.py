@@ -83,7 +83,9 @@ class FakeHub:
         self.tokens_seen.append((request.host.split(":")[0], request.headers.get("Authorization")))
         if self.down:
             return self.Response("Service Unavailable", status=503)
-        if self.cdn_endpoint != self.endpoint and request.host.startswith("127.0.0.1:"):  # the CDN: /cdn/{commit}/{file}?X-Amz-Signature=...
+        if self.cdn_endpoint != self.endpoint and request.host.startswith(
+            "127.0.0.1:"
+        ):  # the CDN: /cdn/{commit}/{file}?X-Amz-Signature=...
             if "Authorization" in request.headers:
                 message = "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query"
                 return self.Response(f"<Error><Code>InvalidArgument</Code><Message>{message}...</Message></Error>", 400)

@@ -45,12 +45,11 @@ Use it as a context manager or through the ``fake_vllm`` fixture::
     with FakeVLLM(FakeVLLMConfig(api_key="s3cret", ready_after=2)) as server:
         ...                                    # server.url, server.requests, server.load_for(5)
 
-Or as a process (``python tests/vllm_fake_server.py --help``), for a cluster or a playbook to reach.
+Or as a process started the way vLLM is, from the real node's images (``tests/fake_vllm_cli.py``).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import ipaddress
@@ -58,7 +57,6 @@ import json
 import math
 import random
 import re
-import signal
 import socket
 import ssl
 import string
@@ -69,7 +67,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -654,41 +651,15 @@ def make_tls_files(directory: Path) -> TLSFiles:
     return TLSFiles(ca_path, cert, key, client_cert, client_key_path, lone_cert, lone_key_path)
 
 
-@pytest.fixture()
 def fake_vllm() -> Iterator[FakeVLLM]:
     """A started fake vLLM server with the default config; change ``fake_vllm.config`` to make it misbehave."""
     with FakeVLLM() as server:
         yield server
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the fake server in the foreground until SIGINT/SIGTERM."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--model", action="append", help="served model id (repeatable)")
-    parser.add_argument("--api-key")
-    parser.add_argument("--ready-after", type=float, default=0.0, help="seconds of loading (refused) before serving")
-    parser.add_argument("--release", default=VLLM_VERSION, help="the vLLM release whose behaviour to copy")
-    parser.add_argument("--token-delay", type=float, default=0.0)
-    args = parser.parse_args(argv)
-    config = FakeVLLMConfig(
-        api_key=args.api_key,
-        ready_after=args.ready_after,
-        token_delay=args.token_delay,
-        release=args.release,
-    )
-    if args.model:
-        config.models = args.model
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *signal_args: stop.set())
-    with FakeVLLM(config, host=args.host, port=args.port) as server:
-        print(f"fake vLLM {config.release} serving {', '.join(config.models)} at {server.url}", flush=True)
-        try:
-            stop.wait()
-        except KeyboardInterrupt:
-            pass
-
-
-if __name__ == "__main__":
-    main()
+try:  # a fixture for the tests; the real node's images run the server without pytest (tests/fake_vllm_cli.py)
+    import pytest
+except ImportError:  # pragma: no cover - in the images
+    pass
+else:
+    fake_vllm = pytest.fixture()(fake_vllm)

@@ -67,6 +67,10 @@ EXT
   chmod 600 "$kubeconfig"
 }
 
+real_node_up() { # beside the kwok nodes; the first cluster on a machine only (a kubelet uses fixed host paths)
+  if [[ "$offset" == 0 ]]; then "$here/node.sh" up; else LLMOPS_VLLM_REAL_NODE=0 "$here/node.sh" up; fi
+}
+
 up() {
   if external_cluster; then
     log "KUBECONFIG=$KUBECONFIG already reaches a cluster; not starting a local one"
@@ -77,6 +81,7 @@ up() {
   mkdir -p "$state"
   if running kube-apiserver && kctl get --raw /readyz >/dev/null 2>&1; then
     log "already running (kubeconfig $kubeconfig)"
+    real_node_up
     return 0
   fi
   gen_certs
@@ -117,8 +122,7 @@ up() {
   kctl apply --server-side --field-manager llmops-cluster -f "$here/nodes.yaml" >/dev/null
   wait_for "simulated nodes" 60 kctl wait --for=condition=Ready node --all --timeout=2s
   wait_for "default service account" 60 kctl -n default get serviceaccount default
-  # The real node beside the kwok nodes (the first cluster on a machine only: a kubelet uses fixed host paths).
-  if [[ "$offset" == 0 ]]; then "$here/node.sh" up; else LLMOPS_VLLM_REAL_NODE=0 "$here/node.sh" up; fi
+  real_node_up
   log "up in $(( $(date +%s) - t0 ))s; $(kctl get nodes --no-headers | wc -l) nodes; export KUBECONFIG=$kubeconfig"
 }
 

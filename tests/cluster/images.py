@@ -42,8 +42,8 @@ VLLM_IMAGES = {
 # The download Job's image (model_download_image): a Python and nothing else.
 PLAIN_IMAGES = {"python:3.11-slim": ["python3"]}
 
-# Pure-Python packages the fakes import (vllm_fake_server: pytest_httpserver on werkzeug; pytest for its fixture).
-PACKAGES = ("werkzeug", "markupsafe", "pytest_httpserver", "pytest", "_pytest", "pluggy", "iniconfig", "packaging")
+# Pure-Python packages the fakes import (pytest_httpserver on werkzeug).
+PACKAGES = ("werkzeug", "markupsafe", "pytest_httpserver")
 # Project files the fakes need, as ansible_collections.llmops.vllm.<path>.
 PROJECT_FILES = (
     "tests/vllm_fake_server.py",
@@ -54,8 +54,19 @@ PROJECT_FILES = (
     "plugins/plugin_utils/_engine_args.py",
 )
 PROJECT_DIRS = ("plugins/plugin_utils/_vllm_releases",)
-STDLIB_SKIP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "site-packages",
-               "dist-packages", "__pycache__", "config-3.11-x86_64-linux-gnu"}
+STDLIB_SKIP = {
+    "test",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3",
+    "pydoc_data",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "config-3.11-x86_64-linux-gnu",
+}
 
 SHIMS = {
     # `python3 -m vllm.entrypoints.openai.api_server ARGS` (vLLM 0.9.0's module, the DLC image's command).
@@ -81,7 +92,7 @@ def python_files() -> dict[str, Path]:
     """In-image path -> host path for the interpreter, its standard library and their libraries."""
     files: dict[str, Path] = {}
     exe = Path(os.path.realpath(sys._base_executable if hasattr(sys, "_base_executable") else sys.executable))
-    files[f"/usr/bin/{exe.name}"] = exe
+    files[str(exe)] = exe
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     dynload: list[str] = []
     for path in sorted(stdlib.rglob("*")):
@@ -97,13 +108,21 @@ def python_files() -> dict[str, Path]:
 
 
 def package_files() -> dict[str, Path]:
+    """The packages and their metadata (werkzeug reads its own version from it), and the project's files."""
+    import importlib.metadata
+
     files: dict[str, Path] = {}
+    owners = importlib.metadata.packages_distributions()
+    roots: list[Path] = []
     for name in PACKAGES:
-        module = __import__(name)
-        root = Path(module.__file__).parent
+        roots.append(Path(__import__(name).__file__).parent)
+        for dist in owners.get(name, []):
+            info = importlib.metadata.distribution(dist)._path  # noqa: SLF001 - the .dist-info directory
+            roots.append(Path(info))
+    for root in roots:
         for path in sorted(root.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
-                files[f"{PYTHON_PATH}/{name}/{path.relative_to(root)}"] = path
+                files[f"{PYTHON_PATH}/{root.name}/{path.relative_to(root)}"] = path
     base = f"{PYTHON_PATH}/ansible_collections/llmops/vllm"
     for rel in PROJECT_FILES:
         files[f"{base}/{rel}"] = REPO / rel
@@ -113,7 +132,7 @@ def package_files() -> dict[str, Path]:
     return files
 
 
-def layer(files: dict[str, Path], texts: dict[str, tuple[str, int]]) -> bytes:
+def layer(files: dict[str, Path], texts: dict[str, tuple[str, int]], links: dict[str, str] | None = None) -> bytes:
     """A reproducible layer tar: every parent directory, then the files, owned by root, mtime 0."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -138,9 +157,9 @@ def layer(files: dict[str, Path], texts: dict[str, tuple[str, int]]) -> bytes:
             info = tarfile.TarInfo(name.lstrip("/"))
             info.size, info.mode = len(data), mode
             tar.addfile(info, io.BytesIO(data))
-        for link in ("usr/bin/python3", "usr/bin/python"):
-            info = tarfile.TarInfo(link)
-            info.type, info.linkname = tarfile.SYMTYPE, "python3.11"
+        for link, target in sorted((links or {}).items()):
+            info = tarfile.TarInfo(link.lstrip("/"))
+            info.type, info.linkname = tarfile.SYMTYPE, target
             tar.addfile(info)
     return buf.getvalue()
 
@@ -151,7 +170,10 @@ def python_layer() -> bytes:
     texts["/usr/local/bin/vllm"] = (VLLM_SCRIPT, 0o755)
     texts["/etc/passwd"] = ("root:x:0:0:root:/root:/bin/false\nnobody:x:65534:65534:nobody:/:/bin/false\n", 0o644)
     texts["/etc/group"] = ("root:x:0:\nnogroup:x:65534:\n", 0o644)
-    return layer(files, texts)
+    # The interpreter stays where it is installed (it finds its standard library from there); python3 points at it.
+    exe = next(k for k in files if Path(k).name.startswith("python3") and files[k].parent.name == "bin")
+    links = {f"/usr/bin/{n}": exe for n in ("python3", "python", Path(exe).name) if f"/usr/bin/{n}" != exe}
+    return layer(files, texts, links)
 
 
 def pause_layer(cache: Path) -> bytes:
@@ -159,8 +181,20 @@ def pause_layer(cache: Path) -> bytes:
     exe = cache / "pause"
     if not exe.exists():
         src = Path(os.environ["K8S_MODULE_DIR"]) / "build/pause/linux/pause.c"
-        subprocess.run(["gcc", "-Os", "-Wall", "-Werror", "-static", f"-DVERSION=v{PAUSE_IMAGE.rsplit(':', 1)[1]}",
-                        "-o", f"{exe}.tmp", str(src)], check=True)
+        subprocess.run(
+            [
+                "gcc",
+                "-Os",
+                "-Wall",
+                "-Werror",
+                "-static",
+                f"-DVERSION=v{PAUSE_IMAGE.rsplit(':', 1)[1]}",
+                "-o",
+                f"{exe}.tmp",
+                str(src),
+            ],
+            check=True,
+        )
         os.replace(f"{exe}.tmp", exe)
     return layer({"/pause": exe}, {})
 

@@ -13,7 +13,8 @@
 # containerd with restrict_oom_score_adj (else runc cannot give the pause container oom_score_adj -998), cgroupfs,
 # overlayfs; kubelet with failCgroupV1: false (1.35 refuses cgroup v1 by default) and failSwapOn: false.
 # Network: a bridge llmops0 (10.245.0.1/24, the node's IP), host-local IPAM, kube-proxy in iptables mode; the
-# Service range is routed onto the bridge, so a ClusterIP without rules never leaves the machine. Pods resolve no
+# Service range is routed onto the bridge, so a ClusterIP without rules never leaves the machine; pods have a route to
+# the Service range and to each other, and none beyond (no default route: nothing else is reachable from a pod). Pods resolve no
 # names (their resolv.conf points at their own loopback). Nothing listens beyond the bridge and 127.0.0.1.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -133,7 +134,8 @@ TOML
   cat > "$node_dir/cni/10-llmops.conflist" <<JSON
 {"cniVersion": "1.0.0", "name": "llmops", "plugins": [
   {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-   "ipam": {"type": "host-local", "dataDir": "$node_dir/ipam", "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$NODE_IP"}]]}},
+   "ipam": {"type": "host-local", "dataDir": "$node_dir/ipam", "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$NODE_IP"}]],
+            "routes": [{"dst": "$SERVICE_CIDR"}]}},
   {"type": "portmap", "capabilities": {"portMappings": true}}
 ]}
 JSON
@@ -204,7 +206,8 @@ network_up() {
 }
 
 # The host paths a kubelet and containerd use whatever their root (left by down): recorded if they were absent.
-FIXED_PATHS=(/run/containerd /run/netns /var/lib/cni /var/lib/kubelet /var/log/pods /var/log/containers)
+# /var/lib/llmops-vllm: the model volume of tests/cluster/local-vars.yml (storage_mode host_path).
+FIXED_PATHS=(/run/containerd /run/netns /var/lib/cni /var/lib/kubelet /var/log/pods /var/log/containers /var/lib/llmops-vllm)
 
 up() {
   local reason; reason="$(unavailable_reason)"
@@ -238,9 +241,49 @@ up() {
       bash -c "[[ \$('$bin/kubectl' --kubeconfig '$kubeconfig' get node $NODE_NAME -o jsonpath='{.status.allocatable.nvidia\.com/gpu}') == $GPUS ]]"
   wait_for "node $NODE_NAME Ready" 60 kctl wait --for=condition=Ready "node/$NODE_NAME" --timeout=2s
   wait_for "kube-proxy" 30 curl -fsS "http://127.0.0.1:$proxy_healthz/healthz"
+  hub_up
   local secs; secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
   echo "$secs" > "$node_dir/up-seconds"
   log "node $NODE_NAME Ready in ${secs}s (containerd, kubelet, kube-proxy; $GPUS nvidia.com/gpu advertised)"
+}
+
+# The fake Hub (tests/hub_fake_server.py) in a pod on this node, at the ClusterIP tests/cluster/local-vars.yml names:
+# a generated Mistral-layout model under the workshop's repository id. Pods reach it through its Service.
+HUB_IP=10.96.100.1 HUB_REPO=mistralai/Mistral-7B-Instruct-v0.3 HUB_MODEL_BYTES=$((32 * 1024 * 1024))
+hub_up() {
+  kctl apply --server-side --field-manager llmops-cluster -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Namespace
+metadata: {name: llmops-hub}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: hub, namespace: llmops-hub}
+spec:
+  selector: {matchLabels: {app: hub}}
+  template:
+    metadata: {labels: {app: hub}}
+    spec:
+      tolerations: [{key: llmops.test/real-node, operator: Exists}, {key: nvidia.com/gpu, operator: Exists}]
+      nodeSelector: {llmops.test/node: real}
+      containers:
+        - name: hub
+          image: python:3.11-slim
+          imagePullPolicy: Never
+          command: [python3, -m, ansible_collections.llmops.vllm.tests.hub_fake_server, --port, "8080",
+                    --repo, $HUB_REPO, --mistral-bytes, "$HUB_MODEL_BYTES"]
+          ports: [{containerPort: 8080, name: http}]
+          readinessProbe: {tcpSocket: {port: http}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hub, namespace: llmops-hub}
+spec:
+  clusterIP: $HUB_IP
+  selector: {app: hub}
+  ports: [{port: 80, targetPort: http, name: http}]
+YAML
+  wait_for "the fake Hub" 60 curl -fsS -m 2 -o /dev/null "http://$HUB_IP/api/models/$HUB_REPO/revision/main?blobs=true"
 }
 
 # Every mount under the node's directories or in the fixed paths, deepest first.
