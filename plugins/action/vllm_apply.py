@@ -41,7 +41,7 @@ class ActionModule(ActionBase):
             return dict(result, failed=True, reason="api_config", msg=msg)
         try:
             if checks:
-                result["cluster"] = _cluster_checks(kube, checks)
+                result["cluster"] = _cluster_checks(kube, checks, _pod_specs(params["steps"]))
             for spec in params["steps"]:
                 what = _doing(params, spec)
                 kube.restart_deadline()
@@ -82,9 +82,49 @@ def _doing(params: t.Mapping[str, t.Any], step: t.Mapping[str, t.Any]) -> str:
     return ("removing " if params["state"] == "absent" else "applying ") + step["what"]
 
 
-def _cluster_checks(kube: Kube, checks: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+def _pod_specs(steps: t.Sequence[t.Mapping[str, t.Any]]) -> list[t.Mapping[str, t.Any]]:
+    """The pod specs of the servers the steps apply (Deployments, LeaderWorkerSet leaders and workers)."""
+    specs = []
+    for step in steps:
+        for obj in step.get("objects") or []:
+            spec = obj.get("spec") or {}
+            if obj.get("kind") == "Deployment":
+                specs.append((spec.get("template") or {}).get("spec") or {})
+            elif obj.get("kind") == "LeaderWorkerSet":
+                lwt = spec.get("leaderWorkerTemplate") or {}
+                roles = ("leaderTemplate", "workerTemplate")
+                specs += [(lwt.get(k) or {}).get("spec") or {} for k in roles if lwt.get(k)]
+    return specs
+
+
+def _fits(node: t.Mapping[str, t.Any], pod: t.Mapping[str, t.Any]) -> bool:
+    """Whether the scheduler may put ``pod`` on ``node`` by its node selector and the node's NoSchedule and
+    NoExecute taints (the scheduler's NodeAffinity and TaintToleration filters, without affinity terms)."""
+    labels = node["metadata"].get("labels") or {}
+    if any(labels.get(k) != v for k, v in (pod.get("nodeSelector") or {}).items()):
+        return False
+    tolerations = pod.get("tolerations") or []
+
+    def tolerated(taint: t.Mapping[str, t.Any]) -> bool:
+        for tol in tolerations:
+            if tol.get("effect") and tol["effect"] != taint.get("effect"):
+                continue
+            if tol.get("operator") == "Exists" and (not tol.get("key") or tol["key"] == taint.get("key")):
+                return True
+            if tol.get("key") == taint.get("key") and tol.get("value", "") == taint.get("value", ""):
+                return True
+        return False
+
+    taints = (node.get("spec") or {}).get("taints") or []
+    return all(tolerated(x) for x in taints if x.get("effect") in ("NoSchedule", "NoExecute"))
+
+
+def _cluster_checks(
+    kube: Kube, checks: t.Mapping[str, t.Any], pods: t.Sequence[t.Mapping[str, t.Any]] = ()
+) -> dict[str, t.Any]:
     """The preflight that needs the cluster, before anything is applied: GPU nodes (enough of them for each group
-    across nodes), the CSI driver, and every kind the objects need being served."""
+    across nodes), the CSI driver, and every kind the objects need being served. ``simulated``: the servers (``pods``,
+    or any pod when there are none) can land only on kwok's nodes, where no container answers."""
     found: dict[str, t.Any] = {}
     label = checks.get("gpu_node_label")
     if label:
@@ -98,7 +138,8 @@ def _cluster_checks(kube: Kube, checks: t.Mapping[str, t.Any]) -> dict[str, t.An
         gpus = {n["metadata"]["name"]: _gpus(n) for n in nodes}
         found["gpu_nodes"] = sorted(gpus)
         # kwok's nodes carry this annotation: no kubelet, no container answers there.
-        found["simulated"] = all("kwok.x-k8s.io/node" in (n["metadata"].get("annotations") or {}) for n in nodes)
+        landing = [n for n in nodes if not pods or any(_fits(n, p) for p in pods)]
+        found["simulated"] = all("kwok.x-k8s.io/node" in (n["metadata"].get("annotations") or {}) for n in landing)
         wanted = checks.get("gpus_per_pod") or 0
         if wanted > max(gpus.values()):
             raise Refused(

@@ -251,7 +251,12 @@ def staging_phase(
             detail = "the RAM volume already held a verified copy; nothing copied"
     else:
         detail += f"; bytes and rate unknown ({_no_result(log_lines)})"
-    return _phase("staging", start, end, detail=detail, **extra)
+    # A kubelet stamps container states to the second: a staging shorter than that reads 0 s between them. The
+    # engine's own clock (RESULT elapsed_ms) is the better figure then; the container's span counts Python too.
+    span = (end - start).total_seconds() if start and end else None
+    engine = (result or {}).get("elapsed_ms")
+    seconds = max(span or 0.0, float(engine) / 1000) if engine is not None else span
+    return _phase("staging", start, end, seconds=seconds, detail=detail, **extra)
 
 
 def load_phase(pod: t.Mapping[str, t.Any], container: str) -> dict[str, t.Any]:

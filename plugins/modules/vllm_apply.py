@@ -210,7 +210,9 @@ steps:
   type: list
   elements: dict
 cluster:
-  description: What O(cluster_checks) found, C(gpu_nodes) (names), C(simulated) (all are kwok nodes), C(csi_driver).
+  description:
+    - What O(cluster_checks) found, C(gpu_nodes) (names), C(simulated) (the servers can land only on kwok nodes, by
+      their node selector and tolerations), C(csi_driver).
   returned: when O(cluster_checks) is given
   type: dict
 reason:

@@ -39,14 +39,31 @@ def cluster_kubeconfig() -> str:
     return line.strip().split("=", 1)[1]
 
 
-def kubectl_binary() -> str:
-    env = subprocess.run(
-        ["bash", "-c", f"source {ROOT}/tests/cluster/versions.env && cluster_bin_dir"],
+def cluster_path(function: str) -> Path:
+    """A directory tests/cluster/versions.env names (``cluster_bin_dir``, ``cluster_state_dir``)."""
+    out = subprocess.run(
+        ["bash", "-c", f"source {ROOT}/tests/cluster/versions.env && {function}"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    local = Path(env) / "kubectl"
+    return Path(out)
+
+
+def real_node_unavailable() -> str:
+    """Why the local cluster has no real node, as node.sh wrote it."""
+    note = cluster_path("cluster_state_dir") / "node" / "unavailable"
+    if note.exists():
+        return note.read_text().strip()
+    return "the cluster has no node labelled llmops.test/node=real (tests/cluster/node.sh makes one)"
+
+
+# The vars of the local real node (the fake Hub, the node's taint and label, sizes for 2 CPUs), as make demo passes them.
+LOCAL_VARS = ROOT / "tests" / "cluster" / "local-vars.yml"
+
+
+def kubectl_binary() -> str:
+    local = cluster_path("cluster_bin_dir") / "kubectl"
     return str(local) if local.exists() else "kubectl"
 
 

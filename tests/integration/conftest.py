@@ -10,7 +10,14 @@ import os
 import uuid
 
 import pytest
-from cluster_helpers import CLUSTER_SH, Kubectl, cluster_kubeconfig, reachable, run_playbook  # noqa: F401  # pylint: disable=unused-import
+from cluster_helpers import (  # noqa: F401  # pylint: disable=unused-import
+    CLUSTER_SH,
+    Kubectl,
+    cluster_kubeconfig,
+    reachable,
+    real_node_unavailable,
+    run_playbook,
+)
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +48,13 @@ def base_vars(namespace: str, kubectl: Kubectl):
     pv = f"fsx-{namespace}"
     yield {"vllm_namespace": namespace, "storage_pv_name": pv}
     kubectl.run("delete", "pv", pv, "--ignore-not-found", "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def real_node(kubectl: Kubectl) -> str:
+    """The cluster's real node (a kubelet and containerd: tests/cluster/node.sh), where pods really run; the tests
+    that need one are skipped, saying why, where the machine cannot run it."""
+    nodes = kubectl.json("get", "nodes", "-l", "llmops.test/node=real")["items"]
+    if not nodes:
+        pytest.skip(f"needs the real node: {real_node_unavailable()}")
+    return nodes[0]["metadata"]["name"]
