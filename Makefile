@@ -36,6 +36,7 @@ collection: ## link this checkout as ansible_collections/llmops/vllm for ansible
 cluster-build: ## build the local control plane binaries and fetch its add-ons (first time: tens of minutes on 2 cores)
 	@bash tests/cluster/build.sh
 	@bash tests/cluster/addons.sh
+	@bash tests/cluster/node.sh setup
 
 cluster-up: ## start the local control plane (etcd, apiserver, controller-manager, scheduler, kwok nodes)
 	@$(CLUSTER) up
@@ -49,9 +50,9 @@ cluster-env: ## print `export KUBECONFIG=...` for the local control plane
 cluster-status: ## show which control plane components run
 	@$(CLUSTER) status
 
-demo: venv collection cluster-up ## set everything up and deploy the reference model onto the local cluster
+demo: venv collection cluster-up ## set everything up and deploy the reference model onto the local cluster's real node
 	@eval "$$($(CLUSTER) env)"; \
-	$(BIN)/ansible-playbook playbooks/deploy.yml -e vllm_namespace=demo
+	$(BIN)/ansible-playbook playbooks/deploy.yml -e @tests/cluster/local-vars.yml -e vllm_namespace=demo
 	@echo "demo: objects in namespace demo; $$($(CLUSTER) env)"
 
 test: venv collection ## the whole suite: ansible-test sanity + units, ansible-lint, pytest (real API server, galaxy), molecule
@@ -93,8 +94,14 @@ units: venv ## ansible-test units over tests/unit (no cluster), from the same ki
 ansible-lint: venv collection ## ansible-lint, production profile (.ansible-lint), over roles, playbooks, molecule, meta
 	$(BIN)/ansible-lint
 
-molecule: venv collection ## molecule scenarios default and multi_model (local control plane; kind where Docker answers)
-	CLUSTER_KIND=$(CLUSTER_KIND) $(BIN)/molecule test --all
+MOLECULE_SCENARIOS ?= default multi_model real_node
+molecule: venv collection ## molecule scenarios default, multi_model and real_node (local control plane; kind where Docker answers)
+	@for s in $(MOLECULE_SCENARIOS); do \
+	  if [ "$$s" = real_node ] && ! why=$$(bash tests/cluster/node.sh available 2>&1); then \
+	    echo "molecule: scenario real_node skipped: $$why"; continue; fi; \
+	  echo "molecule: scenario $$s"; \
+	  CLUSTER_KIND=$(CLUSTER_KIND) $(BIN)/molecule test -s $$s || exit $$?; \
+	done
 
 galaxy-check: venv collection ## build the tarball, install it into a fresh path, ansible-doc every module, run from it
 	$(BIN)/pytest tests/integration/test_collection.py $(PYTEST_ARGS)

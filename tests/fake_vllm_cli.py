@@ -13,8 +13,8 @@ the image's (``LLMOPS_FAKE_VLLM_RELEASE``, set by tests/cluster/images.py). What
   model's config before anything listens), and the weights are read once, as loading does, before the port listens
   (0.9.0 ``entrypoints/openai/api_server.py`` ``run_server``: the socket is bound first and served only after
   ``build_async_engine_client``): connections are refused while loading;
-- **SIGTERM** (see :func:`_on_sigterm`): the listener closes at once; in-flight streams end with
-  ``finish_reason: "abort"`` unless ``--shutdown-timeout`` gives them time (the releases that have it).
+- **SIGTERM**, as :func:`sigterm_mode` says per release and image (read in vLLM's wheels and the images' sources):
+  ``strand`` before 0.18, ``abort`` or ``drain`` from 0.18, ``ignored`` behind the AWS DLC image's shell.
 
 Knobs a test needs that no vLLM argument carries come from the environment: ``LLMOPS_FAKE_VLLM_TOKEN_DELAY``
 (seconds per streamed token), ``LLMOPS_FAKE_VLLM_LOAD_S`` (extra loading seconds).
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from ansible_collections.llmops.vllm.plugins.plugin_utils._vllm_release import release_view
-from ansible_collections.llmops.vllm.tests.vllm_fake_server import FakeVLLM, FakeVLLMConfig
+from ansible_collections.llmops.vllm.tests.vllm_fake_server import FakeVLLM, FakeVLLMConfig, release_key
 
 # The values the fake acts on; everything else is only checked against the catalogue.
 USED = (
@@ -152,8 +152,13 @@ def main(entry: str, argv: list[str] | None = None) -> None:
     server = FakeVLLM(config, host=str(args.get("host") or "0.0.0.0"), port=int(str(args.get("port") or 8000)))  # noqa: S104
     print(f"INFO Loading weights took {time.monotonic() - started:.2f} seconds ({size} bytes)", flush=True)
     done = threading.Event()
-    timeout = args.get("shutdown-timeout")
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=_on_sigterm, args=(server, timeout, done)).start())
+    seconds = float(str(args.get("shutdown-timeout") or 0))
+    mode = sigterm_mode(release, seconds, os.environ.get("LLMOPS_FAKE_VLLM_SHELL_PID1") == "1")
+    if mode == "ignored":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        on_term = threading.Thread(target=_on_sigterm, args=(server, mode, seconds, done), daemon=True)
+        signal.signal(signal.SIGTERM, lambda *_: on_term.start())
     server.start()
     print(f"INFO Starting vLLM API server on http://{server.host}:{server.port}", flush=True)
     print("INFO:     Application startup complete.", flush=True)
@@ -161,11 +166,43 @@ def main(entry: str, argv: list[str] | None = None) -> None:
     print("INFO:     Finished server process", flush=True)
 
 
-def _on_sigterm(server: FakeVLLM, timeout: object, done: threading.Event) -> None:
-    """What the release does on SIGTERM: the listener goes at once; in-flight requests are aborted, or drained for
-    ``--shutdown-timeout`` seconds where given."""
-    seconds = float(str(timeout)) if timeout not in (None, "") else 0.0
-    mode = "drain" if seconds > 0 else "abort"
-    print(f"INFO stopping engine client mode={mode} timeout={seconds:g}s", flush=True)
-    server.shutdown(drain_seconds=seconds)
+def sigterm_mode(release: str, shutdown_timeout: float, shell_pid1: bool) -> str:
+    """What a SIGTERM does to the server of ``release``:
+
+    - ``ignored``: the AWS DLC image's ENTRYPOINT is ``/usr/local/bin/dockerd_entrypoint.sh`` (aws/deep-learning-
+      containers vllm/x86_64/gpu/Dockerfile:52), a bash script that runs ``python3 -m
+      vllm.entrypoints.openai.api_server "$@"`` without ``exec`` (vllm/x86_64/build_artifacts/dockerd_entrypoint.sh):
+      bash is PID 1 with no handler, the kernel drops the signal, vLLM serves on until the kubelet's SIGKILL;
+    - ``strand`` (before 0.18, no ``--shutdown-timeout``): the engine is shut down (``v1/utils.py`` shutdown: terminate,
+      "Allow 5 seconds for remaining procs to terminate", then kill) and the output handler cancelled, so requests in
+      flight get no more tokens and no error (0.9.0 ``v1/engine/async_llm.py`` 195-202, 312-315, 407-409); the
+      listener closes only in uvicorn's ``shutdown()`` after that (0.9.0 ``entrypoints/launcher.py`` 56-80), and the
+      process waits for the stranded connections (the client giving up, or SIGKILL);
+    - ``abort`` / ``drain`` (0.18 and later, ``--shutdown-timeout`` default 0): requests in flight end with
+      ``finish_reason: "abort"``, or run to their end within the timeout; the listener closes at once (uvicorn's own
+      handler fires too, 0.18-0.26; from 0.27 the socket stays open during a drain, not copied here), and 0.23 logs
+      ``[shutdown] API server: stopping engine client mode=abort timeout=0s``.
+    """
+    if shell_pid1:
+        return "ignored"
+    if release_key(release) < (0, 18, 0):
+        return "strand"
+    return "drain" if shutdown_timeout > 0 else "abort"
+
+
+# Before 0.18: the engine processes get this long to end before the listener closes (v1/utils.py shutdown).
+ENGINE_STOP_S = 5.0
+
+
+def _on_sigterm(server: FakeVLLM, mode: str, seconds: float, done: threading.Event) -> None:
+    if mode == "strand":
+        print("INFO:     Shutting down FastAPI HTTP server.", flush=True)
+        server.strand()
+        time.sleep(ENGINE_STOP_S)
+        server.stop()
+        while server.in_flight:  # uvicorn waits for the connections it still holds
+            time.sleep(0.1)
+    else:
+        print(f"INFO [shutdown] API server: stopping engine client mode={mode} timeout={seconds:g}s", flush=True)
+        server.shutdown(drain_seconds=seconds)
     done.set()

@@ -50,6 +50,7 @@ Or as a process started the way vLLM is, from the real node's images (``tests/fa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import ipaddress
@@ -193,6 +194,7 @@ class FakeVLLM:
         self._ready_at = 0.0
         self._stopped = threading.Event()
         self._aborting = threading.Event()
+        self._stranded = threading.Event()
         self._lock = threading.Lock()
         self._running = 0
         self._prompt_tokens = 0
@@ -235,10 +237,24 @@ class FakeVLLM:
         if self._server.is_running():
             self._server.stop()
 
+    def strand(self) -> None:
+        """What vLLM before 0.18 does on SIGTERM to requests in flight (tests/fake_vllm_cli.py): their streams get
+        nothing more, and no error either."""
+        self._stranded.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Streams still open."""
+        return self._running
+
     def shutdown(self, drain_seconds: float = 0.0) -> None:
         """What vLLM does on SIGTERM (tests/fake_vllm_cli.py): the listener closes at once, so new connections are
         refused; requests in flight finish within ``drain_seconds``, and streams still running then end with
         ``finish_reason: "abort"``."""
+        if self._server.is_running():
+            # The listening socket refuses new connections now, not at the serving loop's next poll (0.5 s).
+            with contextlib.suppress(OSError):
+                self._server.server.socket.shutdown(socket.SHUT_RDWR)
         self.stop()
         deadline = time.monotonic() + drain_seconds
         while self._running and time.monotonic() < deadline:
@@ -508,6 +524,8 @@ class FakeVLLM:
                 for token in tokens:
                     if config.token_delay:
                         time.sleep(config.token_delay)
+                    while self._stranded.is_set() and not self._aborting.is_set():
+                        time.sleep(0.1)
                     if self._aborting.is_set():
                         yield event(delta({"content": ""}, "abort"))
                         yield "data: [DONE]\n\n"

@@ -29,15 +29,16 @@ PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"  # k8s.io/kubernetes v1.35 build/pa
 PYTHON_PATH = "/opt/llmops/site"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-# Image -> (ENTRYPOINT, the vLLM release its fake copies). The entry points are the real images':
-# vllm/vllm-openai docker/Dockerfile `ENTRYPOINT ["vllm", "serve"]` (from 0.10; before, the api_server module);
-# the AWS DLC image's entry point script runs `python3 -m vllm.entrypoints.openai.api_server "$@"`.
+# Image -> (ENTRYPOINT, the fake's environment: the vLLM release it copies, ...). The entry points are the real
+# images': vllm/vllm-openai docker/Dockerfile `ENTRYPOINT ["vllm", "serve"]` from 0.11.1 (before, the api_server
+# module); the AWS DLC image's entry point script runs `python3 -m vllm.entrypoints.openai.api_server "$@"` from a
+# bash that stays PID 1 (tests/fake_vllm_cli.py sigterm_mode cites both).
 VLLM_IMAGES = {
     "public.ecr.aws/deep-learning-containers/vllm:0.9.0-gpu-py312-ec2": (
         ["python3", "-m", "vllm.entrypoints.openai.api_server"],
-        "0.9.0",
+        {"LLMOPS_FAKE_VLLM_RELEASE": "0.9.0", "LLMOPS_FAKE_VLLM_SHELL_PID1": "1"},
     ),
-    "vllm/vllm-openai:v0.23.0": (["vllm", "serve"], "0.23.0"),
+    "vllm/vllm-openai:v0.23.0": (["vllm", "serve"], {"LLMOPS_FAKE_VLLM_RELEASE": "0.23.0"}),
 }
 # The download Job's image (model_download_image): a Python and nothing else.
 PLAIN_IMAGES = {"python:3.11-slim": ["python3"]}
@@ -214,8 +215,8 @@ def build(out: Path, cache: Path) -> None:
     digests = {k: hashlib.sha256(v).hexdigest() for k, v in layers.items()}
     images: list[tuple[str, str, list[str], dict[str, str]]] = [("pause", PAUSE_IMAGE, ["/pause"], {})]
     base_env = {"PATH": PATH, "PYTHONPATH": PYTHON_PATH, "HOME": "/root", "PYTHONDONTWRITEBYTECODE": "1"}
-    for name, (entrypoint, release) in VLLM_IMAGES.items():
-        images.append(("python", name, entrypoint, {**base_env, "LLMOPS_FAKE_VLLM_RELEASE": release}))
+    for name, (entrypoint, env) in VLLM_IMAGES.items():
+        images.append(("python", name, entrypoint, {**base_env, **env}))
     for name, entrypoint in PLAIN_IMAGES.items():
         images.append(("python", name, entrypoint, base_env))
     manifest = []

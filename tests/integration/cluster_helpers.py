@@ -58,7 +58,7 @@ def real_node_unavailable() -> str:
     return "the cluster has no node labelled llmops.test/node=real (tests/cluster/node.sh makes one)"
 
 
-# The vars of the local real node (the fake Hub, the node's taint and label, sizes for 2 CPUs), as make demo passes them.
+# The vars of the local real node (the fake Hub, its taint and label, sizes for 2 CPUs), as make demo passes them.
 LOCAL_VARS = ROOT / "tests" / "cluster" / "local-vars.yml"
 
 

@@ -209,6 +209,14 @@ def test_the_result_line_is_what_the_engine_prints(tmp_path):
     assert set(printed) == set(json.loads(STAGED[len(ms.RESULT_PREFIX) :]))
 
 
+def test_a_staging_inside_one_second_reads_the_engines_clock():
+    """The kubelet stamps container states to the second, so a 38 ms copy reads 0 s between them; the RESULT line's
+    elapsed_ms is the figure then (seen on the real node: the staging row said 0 ms)."""
+    line = STAGED.replace('"elapsed_ms": 14950.2', '"elapsed_ms": 38.0')
+    got = rows(st.pod_timeline(pod(stage=(5, 5)), [PRESENT], stage_log=[line]))
+    assert got["staging"]["seconds"] == pytest.approx(0.038)
+
+
 def test_table_lines():
     report = st.pod_timeline(pod(), [pulled(113, "1m50.1s", "1m52.3s"), PRESENT], stage_log=[STAGED])
     lines = st.table([report])
@@ -220,7 +228,8 @@ def test_table_lines():
 def test_a_probe_measured_after_the_report_fills_the_first_token_row():
     """deploy.yml reads the timeline in the servers' step and probes afterwards: the filter puts the probe's time
     into the row and works out the slowest phase again."""
-    fast = st.pod_timeline(pod(stage=(1, 2), started=3, ready=4), [pulled(1, "0.5s"), PRESENT], stage_log=[STAGED])
+    staged_fast = STAGED.replace('"elapsed_ms": 14950.2', '"elapsed_ms": 400.0')
+    fast = st.pod_timeline(pod(stage=(1, 2), started=3, ready=4), [pulled(1, "0.5s"), PRESENT], stage_log=[staged_fast])
     report = st.summary([dict(fast, deployment="mistral")], [])
     assert report["pods"][0]["unknown"] == ["first_token"]
     joined = st.merged([report, {"pods": [], "jobs": []}], {"mistral": 9000.0, "other": None})
