@@ -8,7 +8,7 @@ the image's (``LLMOPS_FAKE_VLLM_RELEASE``, set by tests/cluster/images.py). What
   from the release's own ``arg_utils.py``/``cli_args.py``): ``--foo_bar`` is ``--foo-bar`` where the release's
   FlexibleArgumentParser says so, aliases and (where argparse allows them) unique prefixes are taken, and anything
   else exits 2 with argparse's ``error: unrecognized arguments: ...``; ``vllm serve`` takes the model as its
-  positional ``model_tag`` and has no ``--model`` (the catalogue's note);
+  positional ``model_tag`` and moves a ``--model`` there with a warning (from 0.11.1; ``_model_to_front``);
 - **the model directory**: a local path without ``config.json`` or ``params.json`` fails the start (vLLM reads the
   model's config before anything listens), and the weights are read once, as loading does, before the port listens
   (0.9.0 ``entrypoints/openai/api_server.py`` ``run_server``: the socket is bound first and served only after
@@ -23,6 +23,7 @@ Knobs a test needs that no vLLM argument carries come from the environment: ``LL
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -50,6 +51,33 @@ class UsageError(Exception):
     """What argparse prints before exiting 2."""
 
 
+def _model_to_front(argv: list[str], release: str) -> list[str]:
+    """``vllm serve`` with ``--model``: from 0.11.1 FlexibleArgumentParser.parse_args moves it to the positional
+    ``model_tag`` with a warning (0.11.1 / 0.23.0 ``vllm/utils/argparse_utils.py``: "Move <model> to the front");
+    before, a ``--model`` token is a ValueError (0.9.0 ``vllm/utils.py`` parse_args)."""
+    index = next((i for i, a in enumerate(argv) if re.match(r"^--model(=.+|$)", a)), None)
+    if index is None:
+        return argv
+    if release_key(release) < (0, 11, 1):
+        if argv[index] == "--model":
+            raise SystemExit(
+                "ValueError: With `vllm serve`, you should provide the model as a positional argument or in a "
+                "config file instead of via the `--model` option."
+            )
+        return argv
+    print(
+        "WARNING With `vllm serve`, you should provide the model as a positional argument or in a config file "
+        "instead of via the `--model` option. The `--model` option will be removed in a future version.",
+        file=sys.stderr,
+        flush=True,
+    )
+    if argv[index] == "--model":
+        tag, after = (argv[index + 1] if index + 1 < len(argv) else ""), index + 2
+    else:
+        tag, after = argv[index].removeprefix("--model="), index + 1
+    return ["serve", tag, *argv[1:index], *argv[after:]]
+
+
 def parse(argv: list[str], release: str, entry: str) -> dict[str, object]:
     """The flags of ``argv`` as ``release``'s parser reads them (canonical name -> value, True for a bare flag)."""
     view = release_view(release)
@@ -61,7 +89,7 @@ def parse(argv: list[str], release: str, entry: str) -> dict[str, object]:
     if entry == "vllm":
         if rest[:1] != ["serve"]:
             raise UsageError("the fake image runs only `vllm serve`")
-        rest = rest[1:]
+        rest = _model_to_front(rest, release)[1:]
         if rest and not rest[0].startswith("-"):
             values["model"] = rest.pop(0)
     unknown: list[str] = []

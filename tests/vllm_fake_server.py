@@ -244,7 +244,7 @@ class FakeVLLM:
 
     @property
     def in_flight(self) -> int:
-        """Streams still open."""
+        """Requests still generating (streams, and answers that take ``token_delay`` per token)."""
         return self._running
 
     def shutdown(self, drain_seconds: float = 0.0) -> None:
@@ -442,6 +442,9 @@ class FakeVLLM:
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return self._stream(model, tokens, call, finish, prompt_tokens, completion_tokens, include_usage)
+        made = self._generate(len(tokens))
+        if made < len(tokens):  # aborted on SIGTERM: what was made, with the engine's reason
+            tokens, finish = tokens[:made], "abort"
         message: dict[str, Any] = {"role": "assistant", "reasoning_content": None}
         if call:
             message.update(content=None if tool_choice == "auto" else "", tool_calls=[call])
@@ -464,6 +467,25 @@ class FakeVLLM:
             "prompt_logprobs": None,
         }
         return self._json(CHAT_PATH, doc)
+
+    def _generate(self, count: int) -> int:
+        """A non-streamed answer's generation: ``token_delay`` per token, under the same SIGTERM rules as a stream
+        (stranded: nothing more; aborted: it ends). How many tokens were made."""
+        if not self.config.token_delay:
+            return count
+        with self._lock:
+            self._running += 1
+        try:
+            for made in range(count):
+                time.sleep(self.config.token_delay)
+                while self._stranded.is_set() and not self._aborting.is_set():
+                    time.sleep(0.1)
+                if self._aborting.is_set():
+                    return made
+            return count
+        finally:
+            with self._lock:
+                self._running -= 1
 
     def _tool_call(self, tools: list[dict[str, Any]], tool_choice: Any, guided: bool = False) -> dict[str, Any]:
         function = tools[0].get("function", {})
@@ -573,7 +595,7 @@ class FakeVLLM:
                 series = (
                     ("num_requests_running", "gauge", "Number of requests in model execution batches.", self._running),
                     ("num_requests_waiting", "gauge", "Number of requests waiting to be processed.", 0),
-                    ("gpu_cache_usage_perc", "gauge", "GPU KV-cache usage. 1 means 100 percent usage.", 0.0),
+                    *self._cache_usage_series(),
                     ("prompt_tokens_total", "counter", "Number of prefill tokens processed.", self._prompt_tokens),
                     ("generation_tokens_total", "counter", "Number of generation tokens.", self._generation_tokens),
                 )
@@ -588,6 +610,17 @@ class FakeVLLM:
             for reason, count in sorted(finished.items()):
                 lines.append(f'vllm:request_success_total{{{labels},finished_reason="{reason}"}} {float(count)}')
         return Response("\n".join(lines) + "\n", status=200, content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def _cache_usage_series(self) -> tuple[tuple[str, str, str, float], ...]:
+        """The KV-cache gauge under the release's names (``v1/metrics/loggers.py``): ``gpu_cache_usage_perc`` only
+        in 0.9.0-0.9.1; both from 0.9.2 (``kv_cache_usage_perc`` added); 0.11 hides the old one (shown only with
+        ``--show-hidden-metrics-for-version=0.10``) and 0.12.0 removes it."""
+        out = []
+        if not self._at_least("0.11.0"):
+            out.append(("gpu_cache_usage_perc", "gauge", "GPU KV-cache usage. 1 means 100 percent usage.", 0.0))
+        if self._at_least("0.9.2"):
+            out.append(("kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", 0.0))
+        return tuple(out)
 
 
 def _json_response(doc: Any, status: int) -> Response:

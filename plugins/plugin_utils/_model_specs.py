@@ -17,6 +17,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.llmops.vllm.plugins.module_utils import names
 from ansible_collections.llmops.vllm.plugins.module_utils.quantity import parse_quantity
 from ansible_collections.llmops.vllm.plugins.module_utils.stage_engine import engine_command, engine_sha256
+from ansible_collections.llmops.vllm.plugins.plugin_utils._drain import ROLLING_UPDATE, drain_plan, drain_warning
 from ansible_collections.llmops.vllm.plugins.plugin_utils._engine_arg_check import PARALLEL_FLAGS, check_env
 from ansible_collections.llmops.vllm.plugins.plugin_utils._engine_args import (
     engine_arg_list,
@@ -181,6 +182,10 @@ def resolve(entry: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, 
         parallel = {"tensor-parallel-size": spec["gpus"], "pipeline-parallel-size": nodes}
         own = {k: v for k, v in spec["user_engine_args"].items() if flag_key(k) in PARALLEL_FLAGS}
         engine_args = merge_engine_args(merge_engine_args(engine_args, parallel), own)
+    # How a pod ends without dropping what it serves (its engine flag goes after the user's arguments).
+    spec["drain"] = drain_plan(spec, view.flags if view else None)
+    engine_args = merge_engine_args(engine_args, spec["drain"]["engine_args"])
+    spec["rolling_update"] = dict(ROLLING_UPDATE) if spec.get("strategy") == "RollingUpdate" else None
     spec["engine_args"] = merge_engine_args(head, engine_args)
     spec["args"] = engine_arg_list(spec["engine_args"], view.negatable() if view else frozenset())
     spec["multi_node"] = _multi_node(spec, view) if isinstance(nodes, int) and nodes > 1 else {}
@@ -192,7 +197,9 @@ def resolve(entry: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, 
         # vLLM reads VLLM_API_KEY when --api-key is not given: the key never appears in args or the spec.
         env["VLLM_API_KEY"] = {"secretKeyRef": {"name": api_key["name"], "key": api_key.get("key", "api-key")}}
     spec["env_list"] = _env_list(env)
-    spec["warnings"] = warnings + (check_env(name, env, view) if view else [])
+    spec["warnings"] = (
+        warnings + (check_env(name, env, view) if view else []) + list(filter(None, [drain_warning(spec)]))
+    )
     spec["api_key_secret"] = dict(api_key) if api_key else {}
     spec["memory_limit"] = ((spec["resources"].get("limits") or {}).get("memory")) or None
     spec["model_size_bytes"] = _quantity_or_none(spec.get("model_size"))

@@ -15,6 +15,7 @@ from typing import Any
 from ansible_collections.llmops.vllm.plugins.module_utils.model_download import is_hf_repo_id, is_repo_file
 from ansible_collections.llmops.vllm.plugins.module_utils.quantity import ceil_gi, format_bytes, parse_quantity
 from ansible_collections.llmops.vllm.plugins.plugin_utils._download_jobs import download_jobs
+from ansible_collections.llmops.vllm.plugins.plugin_utils._drain import drain_problems
 from ansible_collections.llmops.vllm.plugins.plugin_utils._engine_arg_check import (
     check_flags,
     check_gpus,
@@ -34,7 +35,12 @@ LABEL_NAME = re.compile(
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
 MODEL_DIR = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
-OWNED_BY_SPEC = {"port": "port", "model": "model_dir or model_uri", "load-format": "load_strategy"}
+OWNED_BY_SPEC = {
+    "port": "port",
+    "model": "model_dir or model_uri",
+    "load-format": "load_strategy",
+    "shutdown-timeout": "shutdown_timeout",
+}
 STREAM_SCHEMES = ("s3://", "gs://")
 AUTOSCALERS = ("hpa", "keda")
 
@@ -164,6 +170,7 @@ def _extras(spec: Mapping[str, Any], problems: list[str]) -> None:
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
         problems.append(f"model {name}: replicas {replicas!r} must be a whole number of 0 or more")
     _nodes(spec, problems)
+    problems.extend(drain_problems(spec))
 
 
 def _nodes(spec: Mapping[str, Any], problems: list[str]) -> None:

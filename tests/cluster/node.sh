@@ -321,7 +321,9 @@ cgroups_clean() { # kubepods and the pods' cgroups under every v1 hierarchy, dee
 }
 
 down() {
-  [[ -d "$node_dir" ]] || return 0
+  # Only a state whose up brought a node here cleans up (fixed-paths is written before anything else is touched):
+  # a cluster without one (a second cluster, LLMOPS_VLLM_REAL_NODE=0) must not take the first one's node down.
+  [[ -f "$node_dir/fixed-paths" ]] || { rm -rf "$node_dir"; return 0; }
   # Deleted pods: the kubelet stops their containers (their processes) before it goes.
   stop kube-proxy
   stop kubelet

@@ -161,10 +161,12 @@ def test_immutable_selector_change_is_rejected(kubectl, namespace):
 
 
 @pytest.mark.skipif(os.environ.get("LLMOPS_VLLM_SKIP_HARNESS_TEST") == "1", reason="asked to skip")
-def test_harness_up_is_idempotent_and_down_leaves_no_process(tmp_path: Path, kubeconfig):
-    """A second, throw-away cluster on other ports: `up` twice keeps one set of processes, `down` kills all."""
+def test_harness_up_is_idempotent_and_down_leaves_no_process(tmp_path: Path, kubeconfig, kubectl):
+    """A second, throw-away cluster on other ports: `up` twice keeps one set of processes, `down` kills all, and
+    leaves the first cluster's real node (its bridge, routes and rules) alone."""
     if "llmops-vllm/cluster" not in kubeconfig:
         pytest.skip("tests run against an external cluster; the local harness is not in use")
+    real = kubectl.json("get", "nodes", "-l", "llmops.test/node=real")["items"]
     env = {
         **os.environ,
         "KUBECONFIG": "",
@@ -192,3 +194,11 @@ def test_harness_up_is_idempotent_and_down_leaves_no_process(tmp_path: Path, kub
         subprocess.run([*sh, "down"], check=False, env=env, capture_output=True, timeout=60)
     alive = [pid for pid in pids.values() if Path(f"/proc/{pid}").exists()]
     assert alive == []
+    if real:  # the fake Hub on the first cluster's real node still answers through its Service
+        hub = subprocess.run(
+            ["curl", "-fsS", "-m", "5", "http://10.96.100.1/api/models/mistralai/Mistral-7B-Instruct-v0.3/revision/main"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert hub.returncode == 0, hub.stderr

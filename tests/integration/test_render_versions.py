@@ -64,7 +64,15 @@ def test_current_image_renders_only_what_its_release_accepts(image, tmp_path):
     assert ignored == [], f"environment variables vLLM {release} ignores: {ignored}"
     if "VLLM_ATTENTION_BACKEND" not in cat["env"]:
         assert "--attention-backend=FLASHINFER" in vllm["args"]
-    assert "WARNING" not in proc.stdout
+    # A release with --shutdown-timeout drains with it; one without gets the preStop wait and the one warning.
+    drains = "shutdown-timeout" in cat["flags"]
+    assert ("shutdown-timeout" in flags_of(vllm["args"])) == drains
+    assert ("exec" in vllm["lifecycle"]["preStop"]) != drains
+    warnings = [line for line in proc.stdout.splitlines() if "WARNING" in line]
+    if drains:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and "has no --shutdown-timeout (from 0.18.0)" in warnings[0], warnings
 
 
 def test_seed_image_keeps_the_seed_arguments(tmp_path):

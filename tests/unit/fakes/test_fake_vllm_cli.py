@@ -34,10 +34,13 @@ def test_a_flag_the_release_lacks_is_refused_as_argparse_does() -> None:
     assert parse(["serve", "/m", "--shutdown-timeout=30"], "0.23.0", "vllm")["shutdown-timeout"] == "30"
 
 
-def test_vllm_serve_takes_the_model_as_its_positional_and_refuses_model() -> None:
+def test_vllm_serve_takes_the_model_as_its_positional_and_moves_model_there() -> None:
     assert parse(["serve", "/ram-models/m", "--port", "8080"], "0.23.0", "vllm")["model"] == "/ram-models/m"
-    with pytest.raises(UsageError, match="--model=/m"):
-        parse(["serve", "--model=/m"], "0.23.0", "vllm")
+    # From 0.11.1 --model is moved to the front with a warning, in both spellings; what follows still parses.
+    assert parse(["serve", "--port=8080", "--model=/m", "--max-num-seqs=8"], "0.23.0", "vllm")["model"] == "/m"
+    assert parse(["serve", "--model", "/m", "--port", "1"], "0.11.1", "vllm")["port"] == "1"
+    with pytest.raises(SystemExit, match="instead of via the `--model` option"):
+        parse(["serve", "--model", "/m"], "0.10.2", "vllm")
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,9 @@ def role_defaults() -> dict:
         "image_pull_policy",
         "replicas",
         "strategy",
+        "prestop_seconds",
+        "shutdown_timeout",
+        "termination_grace_seconds",
         "port",
         "env",
         "resources",
@@ -84,7 +87,9 @@ def test_the_release_comes_from_the_image_tag(image, version):
 def test_the_defaults_are_the_seed_and_pass_on_the_seed_image():
     (spec,) = specs()
     assert spec["vllm_version"] == "0.9.0"
-    assert "--swap-space=16" in spec["args"] and spec["warnings"] == []
+    assert "--swap-space=16" in spec["args"]
+    # 0.9.0 has no drain: the one warning says what the preStop does instead (tests/unit/.../test_drain.py).
+    assert [w.split(":")[1].strip() for w in spec["warnings"]] == ["vLLM 0.9.0 has no --shutdown-timeout (from 0.18.0)"]
     assert {"name": "VLLM_ATTENTION_BACKEND", "value": "FLASHINFER"} in spec["env_list"]
     assert preflight([spec]) == []
 
@@ -93,8 +98,10 @@ def test_the_defaults_are_the_seed_and_pass_on_the_seed_image():
 def test_the_defaults_pass_on_every_catalogued_release(release):
     (spec,) = specs(f"vllm/vllm-openai:v{release}")
     assert preflight([spec]) == [], spec["args"]
-    assert spec["warnings"] == []
     flags = catalogue(release)["flags"]
+    drains = "shutdown-timeout" in flags
+    assert ("--shutdown-timeout=30" in spec["args"]) == drains
+    assert [w for w in spec["warnings"] if drains or "has no --shutdown-timeout" not in w] == []
     assert [a for a in spec["args"] if a[2:].split("=")[0].replace("_", "-") not in flags] == []
 
 
