@@ -128,10 +128,11 @@ vllm-catalogue: venv ## add or refresh one vLLM release's catalogue: make vllm-c
 
 # --- Benchmarks (not tests): ratios against kubectl and cp -r, measured in one run -------------------------
 .PHONY: bench
-bench: venv collection cluster-up ## deploy vs kubectl (1/5/10/20 models) and staging vs cp -r; writes bench/out/
+bench: venv collection cluster-up ## deploy vs kubectl (1/5/10/20 models), staging vs cp -r, rollouts under load; writes bench/out/
 	$(BIN)/python bench/deploy_bench.py --reps 3
 	$(BIN)/python bench/stage_bench.py --size-gb 1 --reps 3 --json bench/out/stage.json
 	$(BIN)/python bench/fleet_bench.py --reps 3
+	$(BIN)/python bench/rollout_bench.py
 
 helm: ## build helm once from the Go module proxy (make bench then adds Helm columns)
 	bash bench/helm.sh

@@ -14,7 +14,7 @@ the image's (``LLMOPS_FAKE_VLLM_RELEASE``, set by tests/cluster/images.py). What
   (0.9.0 ``entrypoints/openai/api_server.py`` ``run_server``: the socket is bound first and served only after
   ``build_async_engine_client``): connections are refused while loading;
 - **SIGTERM**, as :func:`sigterm_mode` says per release and image (read in vLLM's wheels and the images' sources):
-  ``strand`` before 0.18, ``abort`` or ``drain`` from 0.18, ``ignored`` behind the AWS DLC image's shell.
+  ``strand`` before 0.18, ``abort`` or ``drain`` from 0.18 (behind the AWS DLC image's shell it never arrives).
 
 Knobs a test needs that no vLLM argument carries come from the environment: ``LLMOPS_FAKE_VLLM_TOKEN_DELAY``
 (seconds per streamed token), ``LLMOPS_FAKE_VLLM_LOAD_S`` (extra loading seconds).
@@ -181,12 +181,9 @@ def main(entry: str, argv: list[str] | None = None) -> None:
     print(f"INFO Loading weights took {time.monotonic() - started:.2f} seconds ({size} bytes)", flush=True)
     done = threading.Event()
     seconds = float(str(args.get("shutdown-timeout") or 0))
-    mode = sigterm_mode(release, seconds, os.environ.get("LLMOPS_FAKE_VLLM_SHELL_PID1") == "1")
-    if mode == "ignored":
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    else:
-        on_term = threading.Thread(target=_on_sigterm, args=(server, mode, seconds, done), daemon=True)
-        signal.signal(signal.SIGTERM, lambda *_: on_term.start())
+    mode = sigterm_mode(release, seconds)
+    on_term = threading.Thread(target=_on_sigterm, args=(server, mode, seconds, done), daemon=True)
+    signal.signal(signal.SIGTERM, lambda *_: on_term.start())
     server.start()
     print(f"INFO Starting vLLM API server on http://{server.host}:{server.port}", flush=True)
     print("INFO:     Application startup complete.", flush=True)
@@ -194,13 +191,11 @@ def main(entry: str, argv: list[str] | None = None) -> None:
     print("INFO:     Finished server process", flush=True)
 
 
-def sigterm_mode(release: str, shutdown_timeout: float, shell_pid1: bool) -> str:
-    """What a SIGTERM does to the server of ``release``:
+def sigterm_mode(release: str, shutdown_timeout: float) -> str:
+    """What a SIGTERM does to the server of ``release`` (when it reaches it: behind the AWS DLC image's entry point
+    script, bash is PID 1 and the kernel drops the signal; the fake image copies that with a PID 1 of its own,
+    tests/cluster/images.py ``DLC_ENTRYPOINT``, so nothing here needs to know):
 
-    - ``ignored``: the AWS DLC image's ENTRYPOINT is ``/usr/local/bin/dockerd_entrypoint.sh`` (aws/deep-learning-
-      containers vllm/x86_64/gpu/Dockerfile:52), a bash script that runs ``python3 -m
-      vllm.entrypoints.openai.api_server "$@"`` without ``exec`` (vllm/x86_64/build_artifacts/dockerd_entrypoint.sh):
-      bash is PID 1 with no handler, the kernel drops the signal, vLLM serves on until the kubelet's SIGKILL;
     - ``strand`` (before 0.18, no ``--shutdown-timeout``): the engine is shut down (``v1/utils.py`` shutdown: terminate,
       "Allow 5 seconds for remaining procs to terminate", then kill) and the output handler cancelled, so requests in
       flight get no more tokens and no error (0.9.0 ``v1/engine/async_llm.py`` 195-202, 312-315, 407-409); the
@@ -211,8 +206,6 @@ def sigterm_mode(release: str, shutdown_timeout: float, shell_pid1: bool) -> str
       handler fires too, 0.18-0.26; from 0.27 the socket stays open during a drain, not copied here), and 0.23 logs
       ``[shutdown] API server: stopping engine client mode=abort timeout=0s``.
     """
-    if shell_pid1:
-        return "ignored"
     if release_key(release) < (0, 18, 0):
         return "strand"
     return "drain" if shutdown_timeout > 0 else "abort"

@@ -18,6 +18,7 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.llmops.vllm.plugins.module_utils._apply_spec import ARGUMENT_SPEC, AUTH_ARG_SPEC
 from ansible_collections.llmops.vllm.plugins.module_utils.kube_apply import Refused, Step, unavailable
 from ansible_collections.llmops.vllm.plugins.module_utils.kube_client import ApiError, ApiUnavailable, Kube, connect
+from ansible_collections.llmops.vllm.plugins.module_utils.rollout import fits, node_gpus, recreate_warning
 
 
 class ActionModule(ActionBase):
@@ -55,6 +56,8 @@ class ActionModule(ActionBase):
                 if done.get("message"):
                     # The replace path deletes and creates again: said on every run that takes it.
                     result.setdefault("warnings", []).append(f"{what}: {done['message']}")
+                for deployment in done.pop("recreates", []):
+                    result.setdefault("warnings", []).append(f"{what}: {recreate_warning(kube, deployment)}")
                 if spec["wait"] and done["unsettled"] and not check:
                     what = f"waiting for {spec['what']}"
                     failed = _wait(kube, spec["wait"], done)
@@ -97,28 +100,6 @@ def _pod_specs(steps: t.Sequence[t.Mapping[str, t.Any]]) -> list[t.Mapping[str, 
     return specs
 
 
-def _fits(node: t.Mapping[str, t.Any], pod: t.Mapping[str, t.Any]) -> bool:
-    """Whether the scheduler may put ``pod`` on ``node`` by its node selector and the node's NoSchedule and
-    NoExecute taints (the scheduler's NodeAffinity and TaintToleration filters, without affinity terms)."""
-    labels = node["metadata"].get("labels") or {}
-    if any(labels.get(k) != v for k, v in (pod.get("nodeSelector") or {}).items()):
-        return False
-    tolerations = pod.get("tolerations") or []
-
-    def tolerated(taint: t.Mapping[str, t.Any]) -> bool:
-        for tol in tolerations:
-            if tol.get("effect") and tol["effect"] != taint.get("effect"):
-                continue
-            if tol.get("operator") == "Exists" and (not tol.get("key") or tol["key"] == taint.get("key")):
-                return True
-            if tol.get("key") == taint.get("key") and tol.get("value", "") == taint.get("value", ""):
-                return True
-        return False
-
-    taints = (node.get("spec") or {}).get("taints") or []
-    return all(tolerated(x) for x in taints if x.get("effect") in ("NoSchedule", "NoExecute"))
-
-
 def _cluster_checks(
     kube: Kube, checks: t.Mapping[str, t.Any], pods: t.Sequence[t.Mapping[str, t.Any]] = ()
 ) -> dict[str, t.Any]:
@@ -135,10 +116,10 @@ def _cluster_checks(
                 "device plugin) or set gpu_nodepool_enabled=true",
                 "no_gpu_nodes",
             )
-        gpus = {n["metadata"]["name"]: _gpus(n) for n in nodes}
+        gpus = {n["metadata"]["name"]: node_gpus(n) for n in nodes}
         found["gpu_nodes"] = sorted(gpus)
         # kwok's nodes carry this annotation: no kubelet, no container answers there.
-        landing = [n for n in nodes if not pods or any(_fits(n, p) for p in pods)]
+        landing = [n for n in nodes if not pods or any(fits(n, p) for p in pods)]
         found["simulated"] = all("kwok.x-k8s.io/node" in (n["metadata"].get("annotations") or {}) for n in landing)
         wanted = checks.get("gpus_per_pod") or 0
         if wanted > max(gpus.values()):
@@ -191,11 +172,6 @@ INSTALL = {
     "ScaledObject": "install KEDA",
     "Route": "Routes exist on OpenShift only",
 }
-
-
-def _gpus(node: t.Mapping[str, t.Any]) -> int:
-    value = str(((node.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu", "0"))
-    return int(value) if value.isdigit() else 0
 
 
 def _wait(kube: Kube, wait: t.Mapping[str, t.Any], done: dict[str, t.Any]) -> dict[str, t.Any] | None:

@@ -25,6 +25,7 @@ import typing as t
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import deployment_done, group_done, job_done
 from ansible_collections.llmops.vllm.plugins.module_utils.kube_client import ApiError, ApiUnavailable, Kube
 from ansible_collections.llmops.vllm.plugins.module_utils.names import TEMPLATE_HASH
+from ansible_collections.llmops.vllm.plugins.module_utils.rollout import serving_recreate
 
 # The annotation the download Jobs carry with a hash of their pod template (model_download.download_job).
 # How long a replaced object may take to go away before the step gives up.
@@ -208,6 +209,9 @@ class Step:
                 self._record(obj, "unchanged")
             else:
                 self._record(obj, "configured", before, after)
+            if serving_recreate(obj, before, after):
+                # The endpoint goes down (or would, in check mode): the action says how long and the way around.
+                self.result.setdefault("recreates", []).append(after)
             if not check and not settled(after):
                 self.result["unsettled"].append(ref(obj))
         return self.result

@@ -31,6 +31,7 @@ preStop + shutdown timeout + a margin for the HTTP teardown and the engine's kil
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "drain_plan",
     "drain_problems",
     "drain_warning",
+    "server_command",
 ]
 
 DRAIN_FLAG = "shutdown-timeout"
@@ -75,6 +77,24 @@ while time.monotonic() < end:
         break
     time.sleep(0.5)
 """
+
+
+# The AWS Deep Learning Containers start vLLM from /usr/local/bin/dockerd_entrypoint.sh (aws/deep-learning-containers
+# vllm/x86_64/gpu/Dockerfile:52), a bash script that runs `python3 -m vllm.entrypoints.openai.api_server "$@"` without
+# exec (vllm/x86_64/build_artifacts/dockerd_entrypoint.sh at 088d4c35c4, the workshop's 0.9.0 image; later scripts
+# end with `vllm serve "$@"`, still without exec): bash stays PID 1 with no handler, the kernel drops the SIGTERM,
+# and vLLM never hears of it until the SIGKILL at the end of the grace period. Their servers run that command
+# themselves, so vLLM is PID 1 and gets the signal.
+DLC_COMMAND = ("python3", "-m", "vllm.entrypoints.openai.api_server")
+_DLC_IMAGE = re.compile(
+    r"^(public\.ecr\.aws/deep-learning-containers|763104351884\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com)/vllm[:@]"
+)
+
+
+def server_command(image: Any) -> list[str]:
+    """The container command of a server of ``image``: the DLC's own, for an AWS DLC image; else the image's
+    entry point (``[]``)."""
+    return list(DLC_COMMAND) if _DLC_IMAGE.match(str(image or "")) else []
 
 
 def _seconds(value: Any) -> int | None:

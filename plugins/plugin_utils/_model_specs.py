@@ -17,7 +17,12 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.llmops.vllm.plugins.module_utils import names
 from ansible_collections.llmops.vllm.plugins.module_utils.quantity import parse_quantity
 from ansible_collections.llmops.vllm.plugins.module_utils.stage_engine import engine_command, engine_sha256
-from ansible_collections.llmops.vllm.plugins.plugin_utils._drain import ROLLING_UPDATE, drain_plan, drain_warning
+from ansible_collections.llmops.vllm.plugins.plugin_utils._drain import (
+    ROLLING_UPDATE,
+    drain_plan,
+    drain_warning,
+    server_command,
+)
 from ansible_collections.llmops.vllm.plugins.plugin_utils._engine_arg_check import PARALLEL_FLAGS, check_env
 from ansible_collections.llmops.vllm.plugins.plugin_utils._engine_args import (
     engine_arg_list,
@@ -188,6 +193,7 @@ def resolve(entry: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, 
     spec["rolling_update"] = dict(ROLLING_UPDATE) if spec.get("strategy") == "RollingUpdate" else None
     spec["engine_args"] = merge_engine_args(head, engine_args)
     spec["args"] = engine_arg_list(spec["engine_args"], view.negatable() if view else frozenset())
+    spec["command"] = server_command(spec.get("image"))
     spec["multi_node"] = _multi_node(spec, view) if isinstance(nodes, int) and nodes > 1 else {}
     # A group's Service reaches its leader only (the workers serve no HTTP).
     spec["service_selector"] = {**spec["selector"], LWS_WORKER_INDEX: "0"} if spec["multi_node"] else spec["selector"]
@@ -239,8 +245,11 @@ def _multi_node(spec: Mapping[str, Any], view: ReleaseView | None) -> dict[str, 
             "nodes": nodes,
             "group": check,
             "recipe": "multiprocessing",
-            "leader": {"command": [], "args": args + group + ["--node-rank=0"]},
-            "worker": {"command": [], "args": args + group + ["--node-rank=$(LWS_WORKER_INDEX)", "--headless"]},
+            "leader": {"command": spec["command"], "args": args + group + ["--node-rank=0"]},
+            "worker": {
+                "command": spec["command"],
+                "args": args + group + ["--node-rank=$(LWS_WORKER_INDEX)", "--headless"],
+            },
         }
     serve = shlex.join(
         ["python3", "-m", "vllm.entrypoints.openai.api_server", *args, "--distributed-executor-backend=ray"]

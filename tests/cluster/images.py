@@ -29,14 +29,16 @@ PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"  # k8s.io/kubernetes v1.35 build/pa
 PYTHON_PATH = "/opt/llmops/site"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-# Image -> (ENTRYPOINT, the fake's environment: the vLLM release it copies, ...). The entry points are the real
+# Image -> (ENTRYPOINT, the fake's environment: the vLLM release it copies). The entry points are the real
 # images': vllm/vllm-openai docker/Dockerfile `ENTRYPOINT ["vllm", "serve"]` from 0.11.1 (before, the api_server
-# module); the AWS DLC image's entry point script runs `python3 -m vllm.entrypoints.openai.api_server "$@"` from a
-# bash that stays PID 1 (tests/fake_vllm_cli.py sigterm_mode cites both).
+# module); the AWS DLC image's is /usr/local/bin/dockerd_entrypoint.sh (aws/deep-learning-containers
+# vllm/x86_64/gpu/Dockerfile:52), a bash script that runs `python3 -m vllm.entrypoints.openai.api_server "$@"`
+# without exec, so bash stays PID 1 and vLLM its child: copied by DLC_ENTRYPOINT, a PID 1 that keeps SIGTERM's
+# default action (which the kernel drops for a namespace's PID 1) and runs the server as its child.
 VLLM_IMAGES = {
     "public.ecr.aws/deep-learning-containers/vllm:0.9.0-gpu-py312-ec2": (
-        ["python3", "-m", "vllm.entrypoints.openai.api_server"],
-        {"LLMOPS_FAKE_VLLM_RELEASE": "0.9.0", "LLMOPS_FAKE_VLLM_SHELL_PID1": "1"},
+        ["/usr/local/bin/dockerd_entrypoint.sh"],
+        {"LLMOPS_FAKE_VLLM_RELEASE": "0.9.0"},
     ),
     "vllm/vllm-openai:v0.23.0": (["vllm", "serve"], {"LLMOPS_FAKE_VLLM_RELEASE": "0.23.0"}),
 }
@@ -78,6 +80,12 @@ SHIMS = {
     "vllm/entrypoints/openai/__init__.py": "",
 }
 VLLM_SCRIPT = "#!/usr/bin/python3\nfrom ansible_collections.llmops.vllm.tests.fake_vllm_cli import main\nmain('vllm')\n"
+DLC_ENTRYPOINT = (
+    "#!/usr/bin/python3\n"
+    "# The DLC's dockerd_entrypoint.sh: the server as a child, no exec, no signal handler (bash's default).\n"
+    "import subprocess, sys\n"
+    "sys.exit(subprocess.call(['python3', '-m', 'vllm.entrypoints.openai.api_server', *sys.argv[1:]]))\n"
+)
 
 
 def _libs(paths: list[str]) -> set[str]:
@@ -169,6 +177,7 @@ def python_layer() -> bytes:
     files = {**python_files(), **package_files()}
     texts = {f"{PYTHON_PATH}/{k}": (v, 0o644) for k, v in SHIMS.items()}
     texts["/usr/local/bin/vllm"] = (VLLM_SCRIPT, 0o755)
+    texts["/usr/local/bin/dockerd_entrypoint.sh"] = (DLC_ENTRYPOINT, 0o755)
     texts["/etc/passwd"] = ("root:x:0:0:root:/root:/bin/false\nnobody:x:65534:65534:nobody:/:/bin/false\n", 0o644)
     texts["/etc/group"] = ("root:x:0:\nnogroup:x:65534:\n", 0o644)
     # The interpreter stays where it is installed (it finds its standard library from there); python3 points at it.

@@ -200,7 +200,8 @@ network_up() {
   sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
   # The bridge exists before the kubelet starts: its address is the node's IP, which the kubelet checks.
   ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
-  ip addr show dev "$BRIDGE" | grep -q "inet $NODE_IP/" || ip addr add "$NODE_IP/24" dev "$BRIDGE"
+  # (Not `ip addr show | grep -q`: under pipefail grep's early exit fails the pipe, and the address is added twice.)
+  [[ "$(ip -4 -o addr show dev "$BRIDGE")" == *" $NODE_IP/"* ]] || ip addr add "$NODE_IP/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
   ip route replace "$SERVICE_CIDR" dev "$BRIDGE" src "$NODE_IP"
 }
@@ -218,6 +219,11 @@ up() {
     return 0
   fi
   rm -f "$node_dir/unavailable"
+  if running kubelet && running containerd && running kube-proxy; then
+    log "node $NODE_NAME already up"
+    images_import  # the fakes as they are now, for the pods started from here on
+    return 0
+  fi
   setup
   local t0; t0=$(date +%s.%N)
   mkdir -p "$node_dir"

@@ -196,7 +196,13 @@ def test_harness_up_is_idempotent_and_down_leaves_no_process(tmp_path: Path, kub
     assert alive == []
     if real:  # the fake Hub on the first cluster's real node still answers through its Service
         hub = subprocess.run(
-            ["curl", "-fsS", "-m", "5", "http://10.96.100.1/api/models/mistralai/Mistral-7B-Instruct-v0.3/revision/main"],
+            [
+                "curl",
+                "-fsS",
+                "-m",
+                "5",
+                "http://10.96.100.1/api/models/mistralai/Mistral-7B-Instruct-v0.3/revision/main?blobs=true",
+            ],
             capture_output=True,
             text=True,
             check=False,

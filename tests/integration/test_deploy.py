@@ -515,6 +515,11 @@ def test_render_with_defaults_reproduces_the_workshop(tmp_path):
     assert {"name": "ram-models", "mountPath": "/ram-models", "readOnly": True} in vllm["volumeMounts"]
     assert vllm["readinessProbe"]["httpGet"]["path"] == "/v1/models"
     assert vllm["livenessProbe"]["httpGet"]["path"] == "/health"
+    # Beyond the workshop: the DLC's own command, so SIGTERM reaches vLLM (its entry point script is a bash PID 1
+    # without exec), and the drain of docs/vllm-shutdown.md (0.9.0 has none: the preStop waits on /metrics).
+    assert vllm["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    assert vllm["lifecycle"]["preStop"]["exec"]["command"][:2] == ["python3", "-c"]
+    assert pod["terminationGracePeriodSeconds"] == 60
 
     run_init_container_from_its_configmap(pod, by_kind(objects, "ConfigMap")["llmops-model-stage"], tmp_path)
 

@@ -85,6 +85,10 @@ def test_the_group_recipe_follows_the_vllm_release(kubeconfig, tmp_path, image, 
     assert leader_text.split()[-len(leader_tail) :] == leader_tail
     assert (follower.get("command", []) + follower["args"])[-len(worker) :] == worker
     assert "readinessProbe" in leader and "readinessProbe" not in follower
+    # The leader serves HTTP: it drains (docs/vllm-shutdown.md); the workers end with their group.
+    assert "preStop" in leader["lifecycle"] and "lifecycle" not in follower
+    assert template["leaderTemplate"]["spec"]["terminationGracePeriodSeconds"] == 60
+    assert "terminationGracePeriodSeconds" not in template["workerTemplate"]["spec"]
 
 
 def test_the_documented_example_renders_as_one_group(kubeconfig, tmp_path):

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from cluster_helpers import LOCAL_VARS, Kubectl, apply_object, run_playbook, wait_until
+from cluster_helpers import CLUSTER_SH, LOCAL_VARS, Kubectl, apply_object, cluster_path, run_playbook, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -174,3 +176,16 @@ def startup_table(stdout: str) -> dict[str, str]:
         rows[match.group(1)] = match.group(2)
     assert set(rows) >= {"staging", "model load", "first token"}, stdout[-3000:]
     return rows
+
+
+def test_cluster_up_again_finds_the_node_running(real_node: str, kubeconfig: str) -> None:
+    """`make cluster-up` on a running cluster (every test session, the bench, molecule's create) leaves its node as it
+    is: the same kubelet, no second bridge address."""
+    if "llmops-vllm/cluster" not in kubeconfig:
+        pytest.skip("tests run against an external cluster; the local harness is not in use")
+    kubelet = cluster_path("cluster_state_dir") / "node" / "kubelet.pid"
+    before = kubelet.read_text()
+    env = {**os.environ, "KUBECONFIG": ""}
+    again = subprocess.run(["bash", str(CLUSTER_SH), "up"], env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and f"node {real_node} already up" in again.stderr, again.stderr
+    assert kubelet.read_text() == before

@@ -44,18 +44,17 @@ def test_vllm_serve_takes_the_model_as_its_positional_and_moves_model_there() ->
 
 
 @pytest.mark.parametrize(
-    ("release", "timeout", "shell", "mode"),
+    ("release", "timeout", "mode"),
     [
-        ("0.9.0", 0, True, "ignored"),
-        ("0.9.0", 0, False, "strand"),
-        ("0.17.1", 0, False, "strand"),
-        ("0.18.0", 0, False, "abort"),
-        ("0.23.0", 0, False, "abort"),
-        ("0.23.0", 30, False, "drain"),
+        ("0.9.0", 0, "strand"),
+        ("0.17.1", 0, "strand"),
+        ("0.18.0", 0, "abort"),
+        ("0.23.0", 0, "abort"),
+        ("0.23.0", 30, "drain"),
     ],
 )
-def test_sigterm_mode_per_release(release: str, timeout: float, shell: bool, mode: str) -> None:
-    assert sigterm_mode(release, timeout, shell) == mode
+def test_sigterm_mode_per_release(release: str, timeout: float, mode: str) -> None:
+    assert sigterm_mode(release, timeout) == mode
 
 
 def stream(server: FakeVLLM, out: list) -> None:

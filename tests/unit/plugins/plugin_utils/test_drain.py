@@ -108,3 +108,22 @@ def test_the_prestop_waits_until_nothing_is_in_flight():
 def test_the_prestop_ends_when_the_server_is_gone():
     server = FakeVLLM(FakeVLLMConfig(release="0.9.0"))
     assert _run_prestop(server, timeout=20) < 5.0
+
+
+@pytest.mark.parametrize(
+    "image, command",
+    [
+        (
+            "public.ecr.aws/deep-learning-containers/vllm:0.9.0-gpu-py312-ec2",
+            ["python3", "-m", "vllm.entrypoints.openai.api_server"],
+        ),
+        (
+            "763104351884.dkr.ecr.us-east-1.amazonaws.com/vllm:0.10.2-gpu-py312-cu128-ubuntu22.04-ec2",
+            ["python3", "-m", "vllm.entrypoints.openai.api_server"],
+        ),
+        ("vllm/vllm-openai:v0.23.0", []),
+        ("registry.example/deep-learning-containers-mirror/vllm:0.9.0", []),
+    ],
+)
+def test_a_dlc_image_runs_vllm_as_pid_1_so_that_sigterm_reaches_it(image, command):
+    assert specs(image)[0]["command"] == command
