@@ -17,7 +17,8 @@ the image's (``LLMOPS_FAKE_VLLM_RELEASE``, set by tests/cluster/images.py). What
   ``strand`` before 0.18, ``abort`` or ``drain`` from 0.18 (behind the AWS DLC image's shell it never arrives).
 
 Knobs a test needs that no vLLM argument carries come from the environment: ``LLMOPS_FAKE_VLLM_TOKEN_DELAY``
-(seconds per streamed token), ``LLMOPS_FAKE_VLLM_LOAD_S`` (extra loading seconds).
+(seconds per streamed token), ``LLMOPS_FAKE_VLLM_LOAD_S`` (extra loading seconds), ``LLMOPS_FAKE_VLLM_EMPTY_CONTENT=1``
+(answers with empty content: a server that is Ready and fails vllm_endpoint_probe's chat check).
 """
 
 from __future__ import annotations
@@ -176,6 +177,7 @@ def main(entry: str, argv: list[str] | None = None) -> None:
         auto_tool_choice=bool(args.get("enable-auto-tool-choice")),
         tool_parser=str(args["tool-call-parser"]) if args.get("tool-call-parser") else None,
         token_delay=float(os.environ.get("LLMOPS_FAKE_VLLM_TOKEN_DELAY", "0")),
+        empty_content=os.environ.get("LLMOPS_FAKE_VLLM_EMPTY_CONTENT") == "1",
     )
     server = FakeVLLM(config, host=str(args.get("host") or "0.0.0.0"), port=int(str(args.get("port") or 8000)))  # noqa: S104
     print(f"INFO Loading weights took {time.monotonic() - started:.2f} seconds ({size} bytes)", flush=True)

@@ -15,6 +15,7 @@ import typing as t
 
 import yaml
 from ansible.plugins.action import ActionBase
+from ansible_collections.llmops.vllm.plugins.module_utils import blue_green
 from ansible_collections.llmops.vllm.plugins.module_utils._apply_spec import ARGUMENT_SPEC, AUTH_ARG_SPEC
 from ansible_collections.llmops.vllm.plugins.module_utils.kube_apply import Refused, Step, unavailable
 from ansible_collections.llmops.vllm.plugins.module_utils.kube_client import ApiError, ApiUnavailable, Kube, connect
@@ -46,11 +47,11 @@ class ActionModule(ActionBase):
             for spec in params["steps"]:
                 what = _doing(params, spec)
                 kube.restart_deadline()
-                step = Step(kube, spec["what"], spec["objects"])
                 if params["state"] == "absent":
+                    step = Step(kube, spec["what"], blue_green.absent(spec["objects"]))
                     done = step.delete(check=check, wait=spec["delete_wait"])
                 else:
-                    done = step.apply(params["force_conflicts"], params["replace_immutable"], check=check)
+                    done = _apply(kube, spec, params, check)
                 result["steps"].append(done)
                 result["changed"] = result["changed"] or done["changed"]
                 if done.get("message"):
@@ -74,6 +75,38 @@ class ActionModule(ActionBase):
         if self._task.diff:
             result["diff"] = [_diff(entry) for step in result["steps"] for entry in step["diff"]]
         return result
+
+
+def _apply(kube: Kube, spec: dict[str, t.Any], params: t.Mapping[str, t.Any], check: bool) -> dict[str, t.Any]:
+    """One step's apply: its objects through the engine, then each blue/green model's upgrade (which waits for and
+    probes a new copy itself); the step's wait then looks at the slots that serve."""
+    objects, pairs = blue_green.split(spec["objects"])
+    args = {"force": params["force_conflicts"], "replace_immutable": params["replace_immutable"]}
+    done = Step(kube, spec["what"], objects).apply(check=check, **args)
+    serving = {}
+    for pair in pairs:
+        one = blue_green.upgrade(kube, spec["what"], pair, spec["wait"], _wait, _probe, check, **args)
+        serving[pair[0]["metadata"]["name"]] = one["serving"]
+        for key in ("objects", "diff", "unsettled"):
+            done[key] += one[key]
+        done["changed"] = done["changed"] or one["changed"]
+        if one.get("message"):
+            done["message"] = "; ".join(filter(None, [done.get("message"), one["message"]]))
+        if one.get("switched"):
+            done.setdefault("switched", []).append(one["switched"])
+    if spec["wait"] and serving:
+        spec["wait"] = dict(spec["wait"], deployments=[serving.get(d, d) for d in spec["wait"]["deployments"]])
+    return done
+
+
+def _probe(kube: Kube, namespace: str, name: str, port: int) -> dict[str, t.Any]:
+    """vllm_endpoint_probe's checks through the API server's proxy to a Service, from the controller."""
+    from ansible_collections.llmops.vllm.plugins.module_utils.endpoint_probe.runner import probe
+    from ansible_collections.llmops.vllm.plugins.module_utils.endpoint_probe.settings import ProbeSettings
+    from ansible_collections.llmops.vllm.plugins.module_utils.endpoint_probe.target import target_from_kubernetes
+
+    target = target_from_kubernetes(kube.api_client.configuration, namespace, name, port)
+    return probe(target, ProbeSettings(wait_timeout=blue_green.PROBE_WAIT_S))
 
 
 def _reason(exc: ApiUnavailable) -> str:

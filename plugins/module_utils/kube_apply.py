@@ -254,6 +254,8 @@ class Step:
                 gone.append(obj)
         end = time.monotonic() + wait
         while wait and not check and gone:
+            # The wait has its own limit (``wait``); each poll gets the API timeout anew, as the other waits do.
+            self.kube.restart_deadline()
             gone = [o for o in gone if self.kube.get(o) is not None]
             if gone and time.monotonic() > end:
                 raise Refused(

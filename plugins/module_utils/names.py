@@ -29,6 +29,10 @@ TEMPLATE_HASH = "llmops.vllm/pod-template-hash"
 MODELS_ANNOTATION = "llmops.vllm/models"
 # The staging engine's digest on a server's pod template: a new engine restarts the servers that run it.
 ENGINE_SHA256_ANNOTATION = "llmops.vllm/stage-engine-sha256"
+# upgrade: blue_green (module_utils/blue_green.py): the Deployment's mark, its pods' slot, the second slot's suffix.
+UPGRADE_ANNOTATION = "llmops.vllm/upgrade"
+SLOT_LABEL = "llmops.vllm/slot"
+NEXT_SUFFIX = "-next"
 
 # Mount paths inside the pods, and the volumes mounted there.
 MODELS_MOUNT = "/models"  # the shared model volume (the claim), read-only in servers

@@ -121,6 +121,11 @@ REASONS: dict[str, Reason] = {
         ("vllm_apply",),
     ),
     "invalid": Reason("the API server refused an object (400/422)", "fix the field it names", ("vllm_apply",)),
+    "probe_failed": Reason(
+        "blue/green: the new copy of a server failed vllm_endpoint_probe; it was removed and the traffic stayed",
+        "the message names the check that failed; fix it and deploy again",
+        ("vllm_apply",),
+    ),
     "api_error": Reason(
         "the API server answered with an error status",
         "the message has its status and text (often RBAC)",

@@ -220,7 +220,7 @@ reason:
     - "Why it failed, one word: C(conflict), C(immutable), C(invalid), C(api_error), C(api_unreachable),
       C(api_timeout), C(api_config), C(no_gpu_nodes), C(gpus_exceed_nodes), C(nodes_short), C(kind_not_served),
       C(no_csi_driver), C(replace_stuck),
-      C(delete_stuck), or a reason of M(llmops.vllm.vllm_wait)."
+      C(delete_stuck), C(probe_failed) (blue/green), or a reason of M(llmops.vllm.vllm_wait)."
   returned: failure
   type: str
 """

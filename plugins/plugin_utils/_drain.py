@@ -41,6 +41,7 @@ __all__ = [
     "GRACE_MARGIN_S",
     "ROLLING_UPDATE",
     "STRATEGIES",
+    "UPGRADES",
     "drain_plan",
     "drain_problems",
     "drain_warning",
@@ -54,6 +55,8 @@ DRAIN_SINCE = "0.18.0"
 # processes' end (v1/utils.py shutdown: "Allow 5 seconds for remaining procs to terminate").
 GRACE_MARGIN_S = 15
 STRATEGIES = ("Recreate", "RollingUpdate")
+# "": a change goes through the Deployment's strategy; blue_green: plugins/module_utils/blue_green.py.
+UPGRADES = ("", "blue_green")
 # A rolling update that never goes below the replicas serving: the new pod stages and loads beside the old one, and
 # readiness gates the switch (it needs room for one more copy).
 ROLLING_UPDATE = {"maxSurge": 1, "maxUnavailable": 0}
@@ -170,4 +173,10 @@ def drain_problems(spec: Mapping[str, Any]) -> list[str]:
     strategy = spec.get("strategy")
     if strategy not in STRATEGIES:
         problems.append(f"model {name}: strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    upgrade = spec.get("upgrade") or ""
+    if upgrade not in UPGRADES:
+        problems.append(f"model {name}: upgrade {upgrade!r} is not one of {', '.join(repr(u) for u in UPGRADES)}")
+    elif upgrade == "blue_green" and (spec.get("autoscaling") or spec.get("multi_node")):
+        what = "an autoscaler" if spec.get("autoscaling") else "a model across nodes (a LeaderWorkerSet)"
+        problems.append(f"model {name}: upgrade blue_green is not supported with {what}; use strategy RollingUpdate")
     return problems

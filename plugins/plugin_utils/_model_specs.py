@@ -191,6 +191,14 @@ def resolve(entry: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, 
     spec["drain"] = drain_plan(spec, view.flags if view else None)
     engine_args = merge_engine_args(engine_args, spec["drain"]["engine_args"])
     spec["rolling_update"] = dict(ROLLING_UPDATE) if spec.get("strategy") == "RollingUpdate" else None
+    # blue/green: the slot label in the selectors (module_utils/blue_green.py renames the slot when it switches).
+    spec["upgrade"] = str(spec.get("upgrade") or "")
+    if spec["upgrade"] == "blue_green":
+        spec["selector"][names.SLOT_LABEL] = name
+        spec["metadata_labels"][names.SLOT_LABEL] = name
+        spec["deployment_annotations"] = {names.UPGRADE_ANNOTATION: "blue_green"}
+    else:
+        spec["deployment_annotations"] = {}
     spec["engine_args"] = merge_engine_args(head, engine_args)
     spec["args"] = engine_arg_list(spec["engine_args"], view.negatable() if view else frozenset())
     spec["command"] = server_command(spec.get("image"))

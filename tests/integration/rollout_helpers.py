@@ -5,6 +5,7 @@ under the load loop (tests/load_loop.py) until the pods settle, and a teardown t
 from __future__ import annotations
 
 import json
+import subprocess
 
 import yaml
 from ansible_collections.llmops.vllm.tests.load_loop import LoadLoop
@@ -19,7 +20,16 @@ TOKEN_DELAY = "0.05"
 
 
 def deploy(kubeconfig: str, base_vars: dict, models: str, **extra) -> str:
-    """deploy.yml with the real node's vars, the 0.23.0 image and ``extra``; its output."""
+    """deploy.yml with the real node's vars, the 0.23.0 image and ``extra``, which must pass; its output (warnings
+    included)."""
+    proc = run_deploy(kubeconfig, base_vars, models, **extra)
+    if proc.returncode != 0:
+        raise AssertionError(f"deploy.yml failed rc={proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
+    return proc.stdout + proc.stderr  # Ansible prints warnings on stderr
+
+
+def run_deploy(kubeconfig: str, base_vars: dict, models: str, **extra) -> subprocess.CompletedProcess:
+    """deploy.yml with the real node's vars, the 0.23.0 image and ``extra``; the finished process."""
     local = yaml.safe_load(LOCAL_VARS.read_text())
     variables = {
         **local,
@@ -29,7 +39,7 @@ def deploy(kubeconfig: str, base_vars: dict, models: str, **extra) -> str:
         "vllm_server_env": {"LLMOPS_FAKE_VLLM_TOKEN_DELAY": TOKEN_DELAY},
         **extra,
     }
-    return run_playbook("deploy.yml", kubeconfig, variables, check=True, timeout=900).stdout
+    return run_playbook("deploy.yml", kubeconfig, variables, timeout=900)
 
 
 def pods(kubectl: Kubectl, ns: str) -> list[dict]:

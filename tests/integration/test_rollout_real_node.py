@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 from cluster_helpers import Kubectl, wait_until
-from rollout_helpers import CHANGED, deploy, pods, settled, teardown, under_load
+from rollout_helpers import CHANGED, TOKEN_DELAY, deploy, pods, run_deploy, settled, teardown, under_load
 
 pytestmark = pytest.mark.cluster
 
@@ -78,3 +78,41 @@ def test_without_the_drain_a_recreate_aborts_what_is_in_flight_and_leaves_a_gap(
     assert recreate["aborted"] >= 1, recreate
     assert recreate["failed"] > recreate["aborted"] and recreate["longest_gap_s"] >= 2, recreate
     teardown(kubeconfig, kubectl, base_vars)
+
+
+def test_a_blue_green_upgrade_drops_nothing_and_a_copy_that_fails_the_probe_leaves_the_old_one_serving(
+    kubeconfig: str, kubectl: Kubectl, base_vars: dict, models: str
+) -> None:
+    ns = base_vars["vllm_namespace"]
+    bg = {"vllm_server_upgrade": "blue_green", "vllm_server_prestop_seconds": 3, "vllm_server_shutdown_timeout": 20}
+    deploy(kubeconfig, base_vars, models, **bg)
+
+    # The change comes up as mistral-next, is probed through its own Service, then takes the traffic.
+    switched = under_load(kubectl, ns, lambda: deploy(kubeconfig, base_vars, models, **bg, **CHANGED), replicas=1)
+    assert (switched["failed"], switched["aborted"]) == (0, 0), switched
+    assert "Deployment mistral-next passed the probe and took Service mistral" in switched["output"]
+    service = kubectl.json("-n", ns, "get", "service", "mistral")
+    assert service["spec"]["selector"]["llmops.vllm/slot"] == "mistral-next"
+    assert [p["metadata"]["labels"]["llmops.vllm/slot"] for p in pods(kubectl, ns)] == ["mistral-next"]
+    assert not kubectl.exists("-n", ns, "deployment", "mistral")
+
+    # A copy that is Ready but answers chat with empty content: removed, the run fails naming the check, and the
+    # traffic never left mistral-next.
+    broken = {"vllm_server_env": {"LLMOPS_FAKE_VLLM_TOKEN_DELAY": TOKEN_DELAY, "LLMOPS_FAKE_VLLM_EMPTY_CONTENT": "1"}}
+
+    def failing() -> str:
+        proc = run_deploy(kubeconfig, base_vars, models, **bg, **broken)
+        assert proc.returncode != 0
+        return proc.stdout + proc.stderr
+
+    refused = under_load(kubectl, ns, failing, replicas=1)
+    assert (refused["failed"], refused["aborted"]) == (0, 0), refused
+    line = " ".join(refused["output"].split())
+    assert (
+        "blue/green: the new copy of mistral (Deployment mistral) failed the probe (chat: " in line
+        and "the traffic stays on Deployment mistral-next and the new copy was removed" in line
+    ), refused["output"][-3000:]
+    assert kubectl.json("-n", ns, "get", "service", "mistral")["spec"]["selector"]["llmops.vllm/slot"] == "mistral-next"
+    assert not kubectl.exists("-n", ns, "deployment", "mistral")
+    teardown(kubeconfig, kubectl, base_vars)
+    assert not kubectl.exists("-n", ns, "deployment", "mistral-next")

@@ -67,8 +67,8 @@ def producer(path: str) -> str:
     parts = path.split("/")
     if parts[0] == "modules":
         return parts[1][: -len(".py")]
-    if parts[0] == "action" or path == "module_utils/kube_apply.py":
-        return "vllm_apply"  # kube_apply's Refused reasons are vllm_apply's
+    if parts[0] == "action" or path in ("module_utils/kube_apply.py", "module_utils/blue_green.py"):
+        return "vllm_apply"  # kube_apply's and blue_green's Refused reasons are vllm_apply's
     if path == "module_utils/model_download.py":
         return "vllm_model_stage"  # its cluster-side mode
     if path == "module_utils/model_stage/hub.py":
