@@ -123,7 +123,9 @@ def drain_plan(spec: Mapping[str, Any], release_flags: Mapping[str, Any] | None)
         handler = {"sleep": {"seconds": prestop}} if prestop else None
         engine_args = {DRAIN_FLAG: timeout}
     else:
-        script = _WAIT_SCRIPT.format(prestop=prestop, timeout=timeout, port=int(spec["port"]), names=BUSY_METRICS)
+        script = _WAIT_SCRIPT.format(
+            prestop=prestop, timeout=timeout, port=_seconds(spec.get("port")) or 0, names=BUSY_METRICS
+        )
         handler = {"exec": {"command": ["python3", "-c", script]}} if prestop or timeout else None
         engine_args = {}
     return {

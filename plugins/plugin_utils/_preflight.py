@@ -170,7 +170,37 @@ def _extras(spec: Mapping[str, Any], problems: list[str]) -> None:
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
         problems.append(f"model {name}: replicas {replicas!r} must be a whole number of 0 or more")
     _nodes(spec, problems)
+    _ranges(spec, problems)
     problems.extend(drain_problems(spec))
+
+
+def _whole(value: Any, low: int, high: int | None = None) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
+
+
+def _ranges(spec: Mapping[str, Any], problems: list[str]) -> None:
+    """Values that go into Kubernetes fields, checked for their type and range before the API server sees them (it
+    would refuse the Deployment after the namespace and the storage were applied; render.yml would write them)."""
+    name = spec["name"]
+    if not _whole(spec.get("port"), 1, 65535):
+        problems.append(f"model {name}: port {spec.get('port')!r} must be a whole number from 1 to 65535")
+    for key in ("startup_timeout", "stage_workers"):
+        value = spec.get(key)
+        if value is not None and not _whole(value, 1):
+            problems.append(f"model {name}: {key} {value!r} must be a whole number of 1 or more")
+    for section in ("resources", "stage_resources"):
+        for kind, values in (spec.get(section) or {}).items():
+            for resource, value in (values or {}).items():
+                where = f"{section}.{kind}.{resource}"
+                try:
+                    amount = parse_quantity(value)
+                except (TypeError, ValueError):
+                    problems.append(f"model {name}: {where} {value!r} is not a quantity (like 4, 500m, 32Gi)")
+                    continue
+                if amount < 0:
+                    problems.append(f"model {name}: {where} {value!r} must not be negative")
+                elif resource == "nvidia.com/gpu" and amount != int(amount):
+                    problems.append(f"model {name}: {where} {value!r} must be a whole number of GPUs")
 
 
 def _nodes(spec: Mapping[str, Any], problems: list[str]) -> None:

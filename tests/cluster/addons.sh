@@ -9,12 +9,14 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=tests/cluster/versions.env
 source "$here/versions.env"
 dir="$(addons_cache_dir)"
-if [[ -x "$dir/bin/lws-manager" && -f "$dir/crds/.complete" ]]; then
-  echo "add-ons cached in $dir"
-  exit 0
-fi
-command -v go >/dev/null || { echo "error: the Go toolchain is required to fetch the add-ons" >&2; exit 1; }
+cached() { [[ -x "$dir/bin/lws-manager" && -f "$dir/crds/.complete" ]] && echo "add-ons cached in $dir"; }
+cached && exit 0
+# One fetch at a time into a cache (as build.sh): the second waits for the first, then finds what it fetched.
 mkdir -p "$dir/bin" "$dir/crds" "$dir/src"
+exec 9>"$dir/.build.lock"
+flock -n 9 || { echo "waiting for the add-ons build running into $dir" >&2; flock 9; }
+cached && exit 0
+command -v go >/dev/null || { echo "error: the Go toolchain is required to fetch the add-ons" >&2; exit 1; }
 module_dir() { # module@version -> its directory in the module cache
   (cd "$dir/src" && go mod download -json "$1" | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
 }

@@ -12,15 +12,20 @@ want=("${@:-kube-apiserver kube-controller-manager kube-scheduler kubectl kubele
 # shellcheck disable=SC2206
 want=(${want[*]})
 
-missing=()
-for b in "${want[@]}"; do [[ -x "$bin/$b" ]] || missing+=("$b"); done
-if [[ ${#missing[@]} -eq 0 ]]; then
-  echo "control plane binaries cached in $bin"
-  exit 0
-fi
+cached() {
+  missing=()
+  for b in "${want[@]}"; do [[ -x "$bin/$b" ]] || missing+=("$b"); done
+  [[ ${#missing[@]} -eq 0 ]] && echo "control plane binaries cached in $bin"
+}
+cached && exit 0
+# One build at a time into a cache (a second checkout's `make cluster-up` at the same moment): the second waits for
+# the first, then finds what it built.
+mkdir -p "$bin"
+exec 9>"$bin/.build.lock"
+flock -n 9 || { echo "waiting for the build running into $bin" >&2; flock 9; }
+cached && exit 0
 
 command -v go >/dev/null || { echo "error: the Go toolchain is required to build the local control plane" >&2; exit 1; }
-mkdir -p "$bin"
 src="$(cluster_cache_dir)/src"
 export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -trimpath"
 ldflags="-s -w"
