@@ -22,7 +22,7 @@ import json
 import time
 import typing as t
 
-from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import deployment_done, group_done, job_done
+from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import deployment_done, job_done
 from ansible_collections.llmops.vllm.plugins.module_utils.kube_client import ApiError, ApiUnavailable, Kube
 from ansible_collections.llmops.vllm.plugins.module_utils.names import TEMPLATE_HASH
 from ansible_collections.llmops.vllm.plugins.module_utils.rollout import serving_recreate
@@ -100,7 +100,7 @@ def settled(obj: t.Mapping[str, t.Any]) -> bool:
     if kind == "Job":
         return job_done(dict(obj))
     if kind == "LeaderWorkerSet":
-        return group_done(dict(obj))
+        return False  # its status cannot tell (diagnosis group_done): the wait looks at the group's pods
     if kind == "Deployment":
         return deployment_done(dict(obj))
     return True

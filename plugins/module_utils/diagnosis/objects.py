@@ -80,7 +80,7 @@ def diagnose(snap: dict[str, t.Any]) -> Finding | None:
                 return finding
     groups = {_name(g): g for g in snap.get("leaderworkersets") or []}
     for name in targets.get("leaderworkersets") or []:
-        if name in groups and not group_done(groups[name]):
+        if name in groups and not group_done(groups[name], _group_pods(idx, name)):
             for pod in _group_pods(idx, name):
                 finding = _diagnose_pod(idx, pod, restarts_matter=True)
                 if finding:

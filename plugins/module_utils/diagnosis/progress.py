@@ -21,6 +21,7 @@ from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.snapshot imp
     _name,
     _owned_by,
     _ts,
+    condition,
 )
 
 
@@ -39,7 +40,7 @@ def progress(snap: dict[str, t.Any]) -> dict[str, t.Any]:
         "deployments": lambda dep: _deployment_state(idx, dep),
         "jobs": _job_state,
         "pvcs": lambda pvc: _pvc_state(idx, pvc),
-        "leaderworkersets": _group_state,
+        "leaderworkersets": lambda group: _group_state(idx, group),
     }
     done = True
     for kind, state_of in judge.items():
@@ -186,8 +187,10 @@ def _watched_pods(idx: _Index, snap: dict[str, t.Any]) -> list[dict]:
         if _name(job) in (targets.get("jobs") or []) and not _is_true(job, "Complete"):
             pods.extend(_job_pods(idx, job))
     for group in snap.get("leaderworkersets") or []:
-        if _name(group) in (targets.get("leaderworkersets") or []) and not group_done(group):
-            pods.extend(_group_pods(idx, _name(group)))
+        if _name(group) in (targets.get("leaderworkersets") or []):
+            members = _group_pods(idx, _name(group))
+            if not group_done(group, members):
+                pods.extend(members)
     return pods
 
 
@@ -195,25 +198,50 @@ def _watched_pods(idx: _Index, snap: dict[str, t.Any]) -> list[dict]:
 LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
 
 
-def group_done(group: dict) -> bool:
-    """A LeaderWorkerSet with every group updated and ready, and its Available condition (sigs.k8s.io/lws v0.8.0
-    status: readyReplicas, updatedReplicas, conditions Available/Progressing/UpdateInProgress)."""
+def group_done(group: dict, pods: t.Sequence[dict] | None = None) -> bool:
+    """A LeaderWorkerSet whose every group runs: its status says so for the current spec (sigs.k8s.io/lws v0.8.0:
+    readyReplicas, updatedReplicas, the Available condition, observed for this generation) **and** every pod of every
+    group (replicas x size, ``pods``: the set's pods) is scheduled, running and Ready.
+
+    The status alone is not enough: the controller counts a group ready when its leader is Ready and the workers'
+    StatefulSet has *created* its pods (pkg/controllers/leaderworkerset_controller.go updateConditions:
+    ``statefulsetutils.StatefulsetReady(sts) && podutils.PodRunningAndReady(leader)``; pkg/utils/statefulset
+    StatefulsetReady compares spec.replicas with status.replicas and the revisions, never readyReplicas), so a worker
+    still Pending without a node passes it. Without ``pods`` nothing can be told: False."""
     wanted = _get(group, "spec", "replicas", default=1)
     status = group.get("status") or {}
-    return (
-        _is_true(group, "Available")
+    available = condition(group, "Available") or {}
+    current = available.get("observedGeneration", _get(group, "metadata", "generation")) == _get(
+        group, "metadata", "generation"
+    )
+    if not (
+        available.get("status") == "True"
+        and current
         and status.get("readyReplicas", 0) >= wanted
         and status.get("updatedReplicas", 0) >= wanted
-    )
+    ):
+        return False
+    if pods is None:
+        return False
+    size = _get(group, "spec", "leaderWorkerTemplate", "size", default=1)
+    live = [p for p in pods if not _get(p, "metadata", "deletionTimestamp")]
+    return len(live) >= wanted * size and all(_pod_serving(p) for p in live)
 
 
-def _group_state(group: dict) -> dict[str, t.Any]:
-    done = group_done(group)
+def _pod_serving(pod: dict) -> bool:
+    return bool(_get(pod, "spec", "nodeName")) and _get(pod, "status", "phase") == "Running" and _is_true(pod, "Ready")
+
+
+def _group_state(idx: _Index, group: dict) -> dict[str, t.Any]:
+    pods = _group_pods(idx, _name(group))
+    done = group_done(group, pods)
     ready = (group.get("status") or {}).get("readyReplicas", 0)
+    waiting = [_name(p) for p in pods if not _pod_serving(p)]
     return {
         "status": "Available" if done else "Progressing",
         "done": done,
         "ready": f"{ready}/{_get(group, 'spec', 'replicas', default=1)}",
+        **({"pods_not_ready": waiting} if waiting else {}),
     }
 
 

@@ -912,9 +912,23 @@ WORKER_INDEX = "leaderworkerset.sigs.k8s.io/worker-index"
 GROUP_TARGETS = {"deployments": [], "jobs": [], "pvcs": [], "leaderworkersets": ["big-lws"]}
 
 
-def test_a_group_is_done_when_its_set_is_available_and_ready():
-    ready = snap(targets=GROUP_TARGETS, deployments=[], leaderworkersets=[group(ready=1, available=True)])
+def serving_pod(index: str) -> dict:
+    pod = group_pod(index, {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
+    pod["spec"]["nodeName"] = f"gpu-{index}"
+    return pod
+
+
+def test_a_group_is_done_when_its_set_is_available_and_every_pod_serves():
+    pods = [serving_pod("0"), serving_pod("1")]
+    ready = snap(targets=GROUP_TARGETS, deployments=[], leaderworkersets=[group(ready=1, available=True)], pods=pods)
     assert progress(ready)["done"] and progress(ready)["leaderworkersets"]["big-lws"]["ready"] == "1/1"
+    # The set says Available while a worker has no node (the controller counts created pods): not done.
+    worker = group_pod("1", unschedulable_status("0/3 nodes are available: 3 Insufficient nvidia.com/gpu."))
+    stale = snap(
+        targets=GROUP_TARGETS, deployments=[], leaderworkersets=[group(ready=1, available=True)], pods=[pods[0], worker]
+    )
+    assert not progress(stale)["done"]
+    assert progress(stale)["leaderworkersets"]["big-lws"]["pods_not_ready"] == ["big-lws-0-1"]
     waiting = snap(targets=GROUP_TARGETS, deployments=[], leaderworkersets=[group()])
     assert not progress(waiting)["done"] and diagnose(waiting) is None
 
