@@ -16,10 +16,10 @@ message's wording is the same in every release unless the table says otherwise; 
 event           releases: file:line of the message
 ==============  ======================================================================================================
 banner          0.9.0 entrypoints/openai/api_server.py:1289, 0.9.2 :1395, 0.10.2 :1896, 0.11.2 :1977, 0.13.0 :1351
-                ``vLLM API server version %s``; from 0.16.0 ``log_version_and_model`` (0.16.0-0.17.1
-                entrypoints/utils.py, 0.18.0-0.28.0 entrypoints/serve/utils/api_utils.py or utils.py, 0.23.0
-                api_utils.py:339 as logged, 0.33.0 entrypoints/common/startup.py:36): a logo with ``version %s``, or
-                ``vLLM server version %s, serving model %s`` when ``VLLM_DISABLE_LOG_LOGO`` is set
+                ``vLLM API server version %s``; from 0.16.0 ``log_version_and_model`` (entrypoints/utils.py 0.16.0
+                :287, 0.18.0 :297, 0.22.0 :344; entrypoints/serve/utils/api_utils.py 0.23.0 :339, 0.28.0 :333;
+                entrypoints/common/startup.py 0.33.0 :38): a logo with ``version %s``, or ``vLLM server version %s,
+                serving model %s`` when ``VLLM_DISABLE_LOG_LOGO`` is set
 engine          v1/engine/core.py ``Initializing a V1 LLM engine (v%s) with config: %s``: 0.9.0 :65, 0.10.2 :76,
                 0.11.2 :94, 0.13.0 :94, 0.17.1 :102, 0.23.0 :114, 0.28.0 :123, 0.33.0 :140
 weights_read    model_executor/model_loader/default_loader.py ``Loading weights took %.2f seconds``: 0.9.0 :281,
