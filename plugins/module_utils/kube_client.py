@@ -192,9 +192,26 @@ class Kube:
             or {}
         )
 
-    def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int, previous: bool = False) -> list[str]:
-        """The last ``tail_lines`` lines of a container's log (the previous instance's with ``previous``)."""
-        query: list[tuple[str, t.Any]] = [("container", container), ("tailLines", tail_lines)]
+    def pod_log(
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        tail_lines: int | None,
+        previous: bool = False,
+        timestamps: bool = False,
+        limit_bytes: int | None = None,
+    ) -> list[str]:
+        """The last ``tail_lines`` lines of a container's log (the previous instance's with ``previous``); with
+        ``tail_lines`` None, its first ``limit_bytes`` bytes (core/v1 PodLogOptions: limitBytes reads from the start
+        unless tailLines is given); ``timestamps`` puts the kubelet's RFC 3339 time in front of each line."""
+        query: list[tuple[str, t.Any]] = [("container", container)]
+        if tail_lines is not None:
+            query.append(("tailLines", tail_lines))
+        if limit_bytes is not None:
+            query.append(("limitBytes", limit_bytes))
+        if timestamps:
+            query.append(("timestamps", "true"))
         if previous:
             query.append(("previous", "true"))
         path = f"/api/v1/namespaces/{namespace}/pods/{pod}/log"

@@ -3,7 +3,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """What the start-up timeline reads from the cluster, in a handful of requests: the server Deployments and their
 pods, the namespace's pod events (one list), the nodes the pods run on, Karpenter's NodeClaims when a node is
-Karpenter's, the tail of each staging and download log. The rows themselves come from startup_timeline.py."""
+Karpenter's, the tail of each staging and download log, the head of each vLLM server's log (its start-up, with the
+kubelet's timestamps). The rows themselves come from startup_timeline.py."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import typing as t
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis import LWS_NAME_LABEL
 from ansible_collections.llmops.vllm.plugins.module_utils.kube_client import ApiError, Kube
 from ansible_collections.llmops.vllm.plugins.module_utils.startup_timeline import job_timeline, pod_timeline, summary
+from ansible_collections.llmops.vllm.plugins.module_utils.vllm_log import HEAD_BYTES
 
 MANAGED = "app.kubernetes.io/managed-by=llmops.vllm"
 SERVERS = "app.kubernetes.io/name=vllm," + MANAGED
@@ -35,6 +37,15 @@ def _log(kube: Kube, namespace: str, pod: str, container: str, lines: int) -> li
         return kube.pod_log(namespace, pod, container, lines)
     except ApiError as exc:
         return exc.message
+
+
+def _head(kube: Kube, namespace: str, pod: str, container: str) -> list[str] | str:
+    """The start of a container's log with the kubelet's timestamps, or why it cannot be read (a str)."""
+    try:
+        lines = kube.pod_log(namespace, pod, container, None, timestamps=True, limit_bytes=HEAD_BYTES)
+    except ApiError as exc:
+        return exc.message
+    return lines[:-1] if sum(len(line) + 1 for line in lines) >= HEAD_BYTES else lines  # the last line is cut
 
 
 def _load_strategy(pod: t.Mapping[str, t.Any], stage: str, server: str) -> str:
@@ -117,10 +128,15 @@ def gather(
     for deployment, pod in pods_of:
         node = (pod.get("spec") or {}).get("nodeName")
         has_stage = any(c.get("name") == stage for c in (pod.get("spec") or {}).get("initContainers") or [])
+        running = any(
+            s.get("name") == server and "running" in (s.get("state") or {})
+            for s in (pod.get("status") or {}).get("containerStatuses") or []
+        )
         report = pod_timeline(
             pod,
             events,
             stage_log=_log(kube, namespace, _name(pod), stage, lines) if has_stage else None,
+            server_log=_head(kube, namespace, _name(pod), server) if running else None,
             node=nodes.get(node) if node else None,
             nodeclaim=claims.get(node),
             ttft_ms=ttft.get(deployment),

@@ -27,6 +27,11 @@ import datetime as dt
 import re
 import typing as t
 
+from ansible_collections.llmops.vllm.plugins.module_utils import load_steps
+from ansible_collections.llmops.vllm.plugins.module_utils._timeline_rows import format_seconds
+from ansible_collections.llmops.vllm.plugins.module_utils._timeline_rows import iso as _iso
+from ansible_collections.llmops.vllm.plugins.module_utils._timeline_rows import row as _phase
+from ansible_collections.llmops.vllm.plugins.module_utils._timeline_rows import unknown as _unknown
 from ansible_collections.llmops.vllm.plugins.module_utils.diagnosis.snapshot import condition, parse_time
 from ansible_collections.llmops.vllm.plugins.module_utils.model_stage import format_si_bytes, result_from_log
 
@@ -55,35 +60,6 @@ def go_duration(text: str) -> float | None:
     if not parts or "".join(n + u for n, u in parts) != text:
         return None
     return sum(float(n) * _GO_UNIT[u] for n, u in parts)
-
-
-def format_seconds(seconds: float | None) -> str:
-    """``1m52s``, ``8.4s``, ``350ms``; ``?`` when unknown."""
-    if seconds is None:
-        return "?"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, rest = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return (f"{hours}h" if hours else "") + f"{minutes}m{rest:02d}s"
-
-
-def _iso(moment: dt.datetime | None) -> str | None:
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
-
-
-def _phase(name: str, start=None, end=None, seconds=None, detail="", known=True, **extra) -> dict[str, t.Any]:
-    if seconds is None and start and end:
-        seconds = max(0.0, (end - start).total_seconds())
-    row = {"phase": name, "start": _iso(start), "end": _iso(end), "seconds": seconds, "known": known}
-    row.update(detail=detail, **extra)
-    return row
-
-
-def _unknown(name: str, why: str) -> dict[str, t.Any]:
-    return _phase(name, detail=why, known=False)
 
 
 def _true_since(obj: t.Mapping[str, t.Any], kind: str) -> dt.datetime | None:
@@ -259,17 +235,25 @@ def staging_phase(
     return _phase("staging", start, end, seconds=seconds, detail=detail, **extra)
 
 
-def load_phase(pod: t.Mapping[str, t.Any], container: str) -> dict[str, t.Any]:
-    """The server container's start -> the pod's Ready condition."""
+def load_phase(
+    pod: t.Mapping[str, t.Any], container: str, log_lines: t.Sequence[str] | str | None = None
+) -> dict[str, t.Any]:
+    """The server container's start -> the pod's Ready condition, with its ``steps`` from the container's log
+    (load_steps.py; none when the log is not given or cannot be read, and the detail says why)."""
     status = _container_status(pod, container, init=False)
     state = (status or {}).get("state") or {}
     started = parse_time((state.get("running") or {}).get("startedAt"))
     if not started:
-        return _unknown("model_load", f"the {container} container is not running")
+        return _unknown("model_load", f"the {container} container is not running", steps=[])
     ready = _true_since(pod, "Ready")
-    if not ready or ready < started:
-        return _unknown("model_load", f"{container} running since {_iso(started)}, not Ready yet")
-    return _phase("model_load", started, ready, detail=f"{container} start to Ready{_restarts(status or {})}")
+    if ready and ready < started:
+        ready = None
+    steps, why = load_steps.steps(log_lines, started, ready) if log_lines is not None else ([], "")
+    note = f"; steps unknown: {why}" if why else ""
+    if not ready:
+        return _unknown("model_load", f"{container} running since {_iso(started)}, not Ready yet{note}", steps=steps)
+    detail = f"{container} start to Ready{_restarts(status or {})}{note}"
+    return _phase("model_load", started, ready, detail=detail, steps=steps)
 
 
 def first_token_phase(ttft_ms: float | None) -> dict[str, t.Any]:
@@ -280,7 +264,7 @@ def first_token_phase(ttft_ms: float | None) -> dict[str, t.Any]:
 
 # -- the levers
 def lever(row: t.Mapping[str, t.Any], load_strategy: str | None = None) -> str:
-    """What shortens the phase ``row``, in one clause."""
+    """What shortens the phase ``row``, in one clause; for the model load, what shortens its slowest step."""
     took = format_seconds(row.get("seconds"))
     name = row["phase"]
     if name == "node":
@@ -292,6 +276,9 @@ def lever(row: t.Mapping[str, t.Any], load_strategy: str | None = None) -> str:
     if name == "image_pull":
         return f"image pull {took}: pre-pull the image onto the GPU nodes or use a lazy-loading snapshotter (SOCI)"
     if name == "staging":
+        verdict = row.get("ram_copy")
+        if verdict and not verdict["paid"]:
+            return f"staging {took}: {load_steps.ram_copy_lever(verdict)}"
         rate = row.get("throughput_bytes_per_s")
         at = f" at {format_si_bytes(rate)}/s" if rate else ""
         return (
@@ -299,6 +286,10 @@ def lever(row: t.Mapping[str, t.Any], load_strategy: str | None = None) -> str:
             "direct or runai_streamer skip the copy"
         )
     if name == "model_load":
+        known = [s for s in row.get("steps") or [] if s["known"] and s["seconds"]]
+        if known:
+            step = max(known, key=lambda s: s["seconds"])
+            return f"model load {took}, slowest step {load_steps.step_lever(step, load_strategy, row.get('ram_copy'))}"
         if load_strategy in ("direct", "runai_streamer"):
             return f"model load {took}: the weights are read from the volume while loading; ram_copy stages them first"
         return (
@@ -314,6 +305,7 @@ def pod_timeline(
     events: t.Sequence[t.Mapping[str, t.Any]],
     *,
     stage_log: t.Sequence[str] | str | None = None,
+    server_log: t.Sequence[str] | str | None = None,
     node: t.Mapping[str, t.Any] | None = None,
     nodeclaim: t.Mapping[str, t.Any] | None = None,
     ttft_ms: float | None = None,
@@ -326,7 +318,7 @@ def pod_timeline(
         node_phase(pod, node, nodeclaim),
         pull_phase(pod, events),
         staging_phase(pod, stage, stage_log),
-        load_phase(pod, server),
+        load_phase(pod, server, server_log),
         first_token_phase(ttft_ms),
     ]
     created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
@@ -345,6 +337,7 @@ def pod_timeline(
 def _summed(report: dict[str, t.Any]) -> dict[str, t.Any]:
     """``report`` with its unknown phases and its slowest phase (with the lever) worked out from its rows."""
     rows = report["phases"]
+    _judge_ram_copy(rows)
     known = [r for r in rows if r["known"] and r["seconds"]]
     slowest = max(known, key=lambda r: r["seconds"], default=None)
     report["unknown"] = [r["phase"] for r in rows if not r["known"]]
@@ -357,7 +350,21 @@ def _summed(report: dict[str, t.Any]) -> dict[str, t.Any]:
             "lever": lever(slowest, report["load_strategy"]),
         }
     )
+    verdict = next((r["ram_copy"] for r in rows if r.get("ram_copy")), None)
+    report["ram_copy"] = verdict
     return report
+
+
+def _judge_ram_copy(rows: t.Sequence[dict[str, t.Any]]) -> None:
+    """Put on the staging and model load rows whether the RAM copy paid (load_steps.ram_copy), where it can tell."""
+    by = {r["phase"]: r for r in rows}
+    staging, load = by.get("staging"), by.get("model_load")
+    if not staging or not load or staging.get("skipped"):
+        return
+    weights = next((s for s in load.get("steps") or [] if s["phase"] == "weights" and s["known"]), None)
+    verdict = load_steps.ram_copy(staging, weights)
+    if verdict:
+        staging["ram_copy"] = load["ram_copy"] = verdict
 
 
 def with_first_token(report: t.Mapping[str, t.Any], ttft_ms: float | None) -> dict[str, t.Any]:
@@ -405,8 +412,15 @@ def table(pods: t.Sequence[t.Mapping[str, t.Any]], jobs: t.Sequence[t.Mapping[st
             at = (row["start"] or "")[11:19] or "-"
             took = format_seconds(row["seconds"]) if row["known"] else "unknown"
             lines.append(f"  {TITLES[row['phase']]:<12} {at:<8} {took:>8}  {row['detail']}")
+            for step in row.get("steps") or []:
+                at = (step["start"] or "")[11:19] or "-"
+                took = format_seconds(step["seconds"]) if step["known"] else "unknown"
+                lines.append(f"    {load_steps.TITLES[step['phase']]:<10} {at:<8} {took:>8}  {step['detail']}")
         if report["slowest"]:
             lines.append(f"  slowest: {report['slowest']['lever']}")
+        verdict = report.get("ram_copy")
+        if verdict and not verdict["paid"] and (report["slowest"] or {}).get("phase") != "staging":
+            lines.append(f"  ram copy: {load_steps.ram_copy_lever(verdict)}")
     return lines
 
 

@@ -19,7 +19,13 @@ description:
     made the node), C(image_pull) (the kubelet's C(Pulling)/C(Pulled) events, C(already present on machine)
     counting zero), C(staging) (the staging init container's start to finish, with bytes and rate from the
     staging engine's C(RESULT) log line), C(model_load) (the vLLM container's start to the pod's Ready
-    condition), C(first_token) (the probe's time to first token, given in O(first_token_ms))."
+    condition, in steps read from the head of the vLLM container's log), C(first_token) (the probe's time to first
+    token, given in O(first_token_ms))."
+  - "The model load's C(steps), from the lines vLLM logs (docs/startup-timeline.md lists them per release):
+    C(imports), C(engine_start), C(device_setup), C(weights), C(kv_cache), C(warmup), C(server_start),
+    C(readiness); they add up to the model load."
+  - "With C(ram_copy), whether the RAM copy paid: the staging time against what reading the weights from RAM saved
+    over reading the source at the staging's rate; when it did not, the lever says C(load_strategy direct)."
   - Also the download Jobs (start to completion, with bytes and rate from the engine's C(RESULT) line).
   - A phase whose source is gone or was never written is reported as unknown with the reason (events are kept
     one hour by default, logs go with their pod); nothing is estimated.
@@ -84,6 +90,7 @@ options:
   log_lines:
     description:
       - Lines read from the end of each staging or download log for the engine's C(RESULT) line.
+      - The vLLM container's log is read from its start instead (its first 512 KiB, with the kubelet's timestamps).
     type: int
     default: 50
   api_timeout:
@@ -119,11 +126,17 @@ pods:
   description:
     - Per server pod, C(pod), C(deployment), C(node), C(ready_seconds) (creation to Ready; null when not Ready),
       C(phases) (rows, below), C(unknown) (the phases that cannot be known) and C(slowest) (C(phase),
-      C(seconds), C(lever); null when no phase took time).
+      C(seconds), C(lever); null when no phase took time; for C(model_load), the lever of its slowest step), and
+      C(ram_copy) (null, or C(copy_seconds), C(read_seconds), C(direct_read_seconds), C(saved_seconds),
+      C(cost_seconds), C(paid), C(bytes), C(throughput_bytes_per_s), C(measured)).
     - Each row has C(phase), C(start) and C(end) (UTC, null when unknown or not a span), C(seconds) (null when
       unknown), C(known), C(detail) (the source's words, or why it cannot be known) and, where known,
       C(bytes), C(throughput_bytes_per_s), C(pulls) (per container C(container), C(image), C(seconds),
       C(bytes), C(present)), C(node), C(nodeclaim), C(skipped) (a phase the load strategy does not have).
+    - The C(model_load) row also has C(steps) (rows of the same shape, empty when the vLLM log cannot be read, the
+      detail then says why; a step whose line is missing is C(known) false and the next known step takes its time)
+      with, where logged, C(gib) and C(read_seconds) (C(weights)), C(compile_seconds) (C(kv_cache)),
+      C(graph_seconds) and C(jit_seconds) (C(warmup)); C(staging) and C(model_load) carry C(ram_copy).
   returned: always
   type: list
   elements: dict

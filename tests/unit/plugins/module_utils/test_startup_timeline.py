@@ -237,3 +237,77 @@ def test_a_probe_measured_after_the_report_fills_the_first_token_row():
     assert again["unknown"] == [] and again["slowest"]["phase"] == "first_token"
     assert joined["slowest"]["lever"].startswith("first token 9.0s")
     assert joined["table"][-2].split()[:4] == ["first", "token", "-", "9.0s"]
+
+
+def _real_start(log: str, started: str, ready: str, stage: tuple[str, str] | None = None) -> dict:
+    """A server pod around a real vLLM 0.23.0 log (tests/unit/.../fixtures): the log has neither the container's
+    start nor the Ready condition, so the test sets both."""
+    p = pod(init=stage is not None)
+    p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"] = started
+    p["status"]["conditions"][-1]["lastTransitionTime"] = ready
+    p["metadata"]["creationTimestamp"] = stage[0] if stage else started
+    if stage:
+        p["status"]["initContainerStatuses"][0]["state"]["terminated"].update(startedAt=stage[0], finishedAt=stage[1])
+    return p
+
+
+def _fixture(name: str) -> list[str]:
+    from pathlib import Path
+
+    return (Path(__file__).parent / "fixtures" / f"vllm-0.23.0-{name}.log").read_text(encoding="utf-8").splitlines()
+
+
+def test_a_cold_load_names_its_slowest_step_from_the_vllm_log():
+    """The first start of a 7B model read from disk: 94 s of the 2m42s load is FlashInfer compiling its kernels."""
+    p = _real_start("first-start-disk", "2026-12-07T12:49:18Z", "2026-12-07T12:52:00Z")
+    log = _fixture("mistral7b-shape-first-start-disk")
+    report = st.pod_timeline(p, [PRESENT], server_log=log, load_strategy="direct")
+    load = rows(report)["model_load"]
+    assert load["seconds"] == 162 and load["detail"] == "vllm start to Ready"  # the row consumers read is unchanged
+    assert [s["phase"] for s in load["steps"]] == [
+        "imports", "engine_start", "device_setup", "weights", "kv_cache", "warmup", "server_start", "readiness",
+    ]  # fmt: skip
+    assert sum(s["seconds"] for s in load["steps"]) == pytest.approx(162)
+    assert report["slowest"]["phase"] == "model_load"
+    assert report["slowest"]["lever"] == (
+        "model load 2m42s, slowest step warm-up 1m34s: kernels compiled at start (FlashInfer, Triton); "
+        "keep the JIT caches on the volume (not built yet)"
+    )
+    lines = st.table([report])
+    warm = next(line for line in lines if line.startswith("    warm-up "))
+    assert warm.split()[1:3] == ["12:50:19", "1m34s"]
+    assert lines[lines.index(warm) - 2].startswith("    weights    12:50:07     8.8s  13.51 GiB onto the GPU")
+
+
+def test_a_ram_copy_that_did_not_pay_says_load_strategy_direct():
+    """Staged 14.5 GB at 1.7 GB/s in 8.4 s, then vLLM read them from RAM in 7.15 s (the real warm log): reading the
+    source at staging's rate would have taken 8.4 s, so the copy saved 1.3 s for 8.4 s."""
+    staged = STAGED.replace('"elapsed_ms": 14950.2', '"elapsed_ms": 8400.0').replace("969666625", "1725793585")
+    stage = ("2026-12-07T12:52:21Z", "2026-12-07T12:52:29Z")
+    p = _real_start("dev-shm-warm-caches", "2026-12-07T12:52:30Z", "2026-12-07T12:53:25Z", stage)
+    log = _fixture("mistral7b-shape-dev-shm-warm-caches")
+    report = st.pod_timeline(p, [PRESENT], stage_log=[staged], server_log=log, load_strategy="ram_copy")
+    got = rows(report)
+    assert got["staging"]["ram_copy"]["paid"] is False and report["ram_copy"]["saved_seconds"] == pytest.approx(1.25)
+    assert report["slowest"]["lever"].startswith("model load 55.0s, slowest step engine start 20.0s")
+    expected = (
+        "load_strategy direct (runai_streamer on network storage): the RAM copy cost 8.4s and saved 1.3s of reading "
+        "(the weights read in 7.2s from RAM; the source gives 14.5 GB at 1.7 GB/s, 8.4s)"
+    )
+    assert st.table([report])[-1] == f"  ram copy: {expected}"
+    assert st.lever(got["staging"]) == f"staging 8.4s: {expected}"
+    # A copy that paid (a source read at 173 MB/s: 84 s to read directly) keeps the staging lever and adds no line.
+    fast = log[:]
+    fast[fast.index(next(x for x in fast if "Loading weights took" in x))] = (
+        "(EngineCore pid=2366) INFO 12-07 12:53:13 [default_loader.py:397] Loading weights took 0.40 seconds"
+    )
+    quick = st.pod_timeline(p, [PRESENT], stage_log=[staged.replace("1725793585", "172579358")], server_log=fast)
+    assert quick["ram_copy"]["paid"] and not any(line.startswith("  ram copy:") for line in st.table([quick]))
+
+
+def test_an_unreadable_server_log_keeps_the_load_row_and_says_why():
+    report = st.pod_timeline(pod(), [PRESENT], stage_log=[STAGED], server_log='container "vllm" not found')
+    load = rows(report)["model_load"]
+    assert load["seconds"] == 69 and load["steps"] == []
+    assert load["detail"] == 'vllm start to Ready; steps unknown: its log cannot be read: container "vllm" not found'
+    assert report["slowest"]["lever"].startswith("model load 1m09s: engine start-up")
