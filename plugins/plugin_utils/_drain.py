@@ -66,12 +66,14 @@ BUSY_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 # timeout). Standard library only, as every vLLM image has python3; /metrics needs no API key (vLLM's
 # AuthenticationMiddleware guards /v1 only).
 _WAIT_SCRIPT = """\
-import time, urllib.request as u
+import http.client, time
 time.sleep({prestop})
 end = time.monotonic() + {timeout}
 while time.monotonic() < end:
     try:
-        text = u.urlopen('http://127.0.0.1:{port}/metrics', timeout=2).read().decode()
+        conn = http.client.HTTPConnection('127.0.0.1', {port}, timeout=2)
+        conn.request('GET', '/metrics')
+        text = conn.getresponse().read().decode()
     except Exception:
         break
     busy = sum(float(line.rsplit(' ', 1)[1]) for line in text.splitlines()

@@ -55,7 +55,10 @@ def test_a_rolling_update_a_pod_deletion_and_a_scale_in_drop_nothing(
     deploy(kubeconfig, base_vars, models, **changed, vllm_server_replicas=2)
     assert wait_until(lambda: settled(kubectl, ns, 2), timeout=240, interval=1)
     victim = pods(kubectl, ns)[0]["metadata"]["name"]
-    delete = lambda: kubectl.run("-n", ns, "delete", "pod", victim, "--wait=false")  # noqa: E731
+
+    def delete() -> None:
+        kubectl.run("-n", ns, "delete", "pod", victim, "--wait=false")
+
     deleted = under_load(kubectl, ns, delete, replicas=2)
     assert (deleted["failed"], deleted["aborted"]) == (0, 0), deleted
     scaled = under_load(

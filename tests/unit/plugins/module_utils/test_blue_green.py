@@ -35,7 +35,7 @@ def test_a_step_hands_the_blue_green_pairs_over_and_keeps_the_rest():
 
 
 def test_a_slot_renames_the_deployment_and_its_pods_and_the_service_follows():
-    deployment, service, _ = objects()
+    deployment, service = objects()[:2]
     nxt = bg.as_slot(deployment, "mistral-next")
     assert nxt["metadata"]["name"] == "mistral-next"
     assert nxt["spec"]["selector"]["matchLabels"][SLOT] == "mistral-next"

@@ -54,7 +54,7 @@ def test_real_starts_add_up_to_the_container_start_to_ready(name, started, ready
 
 def test_the_cold_start_is_the_jit_warm_up():
     """The first start on the machine: FlashInfer compiles its kernels (no cubin package), 94 s of 'init engine'."""
-    rows, _ = ls.steps(real(COLD[0]), COLD[1], COLD[2])
+    rows = ls.steps(real(COLD[0]), COLD[1], COLD[2])[0]
     got = by_name(rows)
     assert got["imports"]["seconds"] == 12 and got["engine_start"]["seconds"] == 34
     assert "the API server's config done after 19.0s" in got["engine_start"]["detail"]
@@ -70,7 +70,7 @@ def test_the_cold_start_is_the_jit_warm_up():
 
 
 def test_the_warm_start_from_ram_is_vllms_own_start_up():
-    rows, _ = ls.steps(real(WARM[0]), WARM[1], WARM[2])
+    rows = ls.steps(real(WARM[0]), WARM[1], WARM[2])[0]
     got = by_name(rows)
     assert got["warmup"]["seconds"] == 1 and got["weights"]["read_seconds"] == 7.15
     assert got["engine_start"]["seconds"] == 20  # config at once, then the engine process's own start
@@ -78,14 +78,14 @@ def test_the_warm_start_from_ram_is_vllms_own_start_up():
 
 
 def test_an_empty_triton_cache_costs_ten_seconds_of_warm_up():
-    rows, _ = ls.steps(real("empty-triton-cache"), utc("2026-12-07 12:54:00"), None)
+    rows = ls.steps(real("empty-triton-cache"), utc("2026-12-07 12:54:00"), None)[0]
     got = by_name(rows)
     assert got["warmup"]["seconds"] == 10 and got["weights"]["read_seconds"] == 9.15
     assert not got["readiness"]["known"] and got["readiness"]["detail"] == "not Ready yet"
 
 
 def test_the_tiny_models_api_server_starts_after_the_engine():
-    rows, _ = ls.steps(real("tiny-sigterm-default"), utc("2026-12-07 12:56:30"), utc("2026-12-07 12:57:20"))
+    rows = ls.steps(real("tiny-sigterm-default"), utc("2026-12-07 12:56:30"), utc("2026-12-07 12:57:20"))[0]
     assert by_name(rows)["server_start"]["seconds"] == 6  # 'init engine' at :05, uvicorn's lines at :11
 
 
@@ -191,7 +191,7 @@ def test_vllm_0_33_0_lines_with_the_kubelets_timestamps_over_new_year():
     assert got["server_start"]["seconds"] == pytest.approx(1.3)  # uvicorn's line dated by the kubelet
     assert sum(r["seconds"] for r in rows) == pytest.approx(100)
     # The same lines without the kubelet's timestamps: vLLM's own clock, to the second, the year from the start.
-    bare, _ = ls.steps(V0_33_0, started, ready)
+    bare = ls.steps(V0_33_0, started, ready)[0]
     assert by_name(bare)["engine_start"]["end"] == "2027-01-01T00:00:19Z"
     assert by_name(bare)["server_start"]["seconds"] == 1
 
@@ -199,7 +199,7 @@ def test_vllm_0_33_0_lines_with_the_kubelets_timestamps_over_new_year():
 def test_what_the_log_does_not_say_is_not_made_up():
     started = utc("2026-06-01 09:59:50")
     no_kv = [line for line in V0_9_0 if "KV cache size" not in line]
-    rows, _ = ls.steps(no_kv, started, utc("2026-06-01 10:01:30"))
+    rows = ls.steps(no_kv, started, utc("2026-06-01 10:01:30"))[0]
     got = by_name(rows)
     assert not got["kv_cache"]["known"] and got["kv_cache"]["seconds"] is None
     assert got["kv_cache"]["detail"] == "no 'Available KV cache memory' line in the log"
