@@ -4,9 +4,7 @@ Deployment and points a Service, and what a teardown deletes. The upgrade itself
 
 from __future__ import annotations
 
-from ansible_collections.llmops.vllm.plugins.filter.vllm_preflight import preflight
 from ansible_collections.llmops.vllm.plugins.module_utils import blue_green as bg
-from ansible_collections.llmops.vllm.tests.unit.plugins.plugin_utils.test_engine_arg_check import specs
 
 SLOT = "llmops.vllm/slot"
 
@@ -49,18 +47,3 @@ def test_a_teardown_deletes_both_slots_and_the_candidate_service():
     names = [(o["kind"], o["metadata"]["name"]) for o in bg.absent(objects())]
     assert ("Deployment", "mistral") in names and ("Deployment", "mistral-next") in names
     assert ("Service", "mistral-candidate") in names
-
-
-def test_the_spec_puts_the_slot_in_the_selectors_and_refuses_what_cannot_switch():
-    (spec,) = specs("vllm/vllm-openai:v0.23.0", upgrade="blue_green")
-    assert spec["selector"][SLOT] == "mistral" and spec["service_selector"][SLOT] == "mistral"
-    assert spec["deployment_annotations"] == {"llmops.vllm/upgrade": "blue_green"}
-    assert SLOT not in specs("vllm/vllm-openai:v0.23.0")[0]["selector"]
-    assert "model mistral: upgrade 'canary' is not one of '', 'blue_green'" in preflight(
-        specs("vllm/vllm-openai:v0.23.0", upgrade="canary")
-    )
-    scaled = specs("vllm/vllm-openai:v0.23.0", upgrade="blue_green", autoscaling={"max_replicas": 3})
-    assert (
-        "model mistral: upgrade blue_green is not supported with an autoscaler; use strategy RollingUpdate"
-        in preflight(scaled)
-    )

@@ -127,3 +127,21 @@ def test_the_prestop_ends_when_the_server_is_gone():
 )
 def test_a_dlc_image_runs_vllm_as_pid_1_so_that_sigterm_reaches_it(image, command):
     assert specs(image)[0]["command"] == command
+
+
+SLOT = "llmops.vllm/slot"
+
+
+def test_the_spec_puts_the_slot_in_the_selectors_and_refuses_what_cannot_switch():
+    (spec,) = specs("vllm/vllm-openai:v0.23.0", upgrade="blue_green")
+    assert spec["selector"][SLOT] == "mistral" and spec["service_selector"][SLOT] == "mistral"
+    assert spec["deployment_annotations"] == {"llmops.vllm/upgrade": "blue_green"}
+    assert SLOT not in specs("vllm/vllm-openai:v0.23.0")[0]["selector"]
+    assert "model mistral: upgrade 'canary' is not one of '', 'blue_green'" in preflight(
+        specs("vllm/vllm-openai:v0.23.0", upgrade="canary")
+    )
+    scaled = specs("vllm/vllm-openai:v0.23.0", upgrade="blue_green", autoscaling={"max_replicas": 3})
+    assert (
+        "model mistral: upgrade blue_green is not supported with an autoscaler; use strategy RollingUpdate"
+        in preflight(scaled)
+    )
